@@ -1,0 +1,236 @@
+//! A connection from the proxy to one backend server: the client side of the protocol.
+//! It logs in with the client's user and negotiated capabilities, then carries commands and
+//! relays their responses (`relay`).
+
+mod relay;
+
+use std::time::Duration;
+
+use mysql_common::constants::CapabilityFlags;
+use mysql_common::io::ParseBuf;
+use mysql_common::packets::{AuthPlugin, AuthSwitchRequest, HandshakePacket};
+use mysql_common::proto::MyDeserialize;
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+pub use relay::{RelayError, RelayFailure, RelayOutcome};
+
+use crate::auth::{backend_auth_data, sha2_rsa_encrypt};
+use crate::config::Endpoint;
+use crate::protocol::codes::SqlError;
+use crate::protocol::handshake::{
+    BackendLogin, ServerIdentity, backend_hello_payload, relayable_capabilities,
+};
+use crate::protocol::packet::{PacketError, PacketReader, PacketWriter};
+
+/// Handshake packets are small; anything bigger is not a MySQL server talking.
+const MAX_HANDSHAKE_PACKET: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("cannot connect to {address}: {source}")]
+    Connect {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The server refused the login; the client gets this error as it is.
+    #[error("server refused the login: {0}")]
+    Refused(SqlError),
+    #[error("server speaks no protocol the proxy can relay: {0}")]
+    Incompatible(String),
+    #[error("connection broke during the handshake: {0}")]
+    Packet(#[from] PacketError),
+}
+
+pub struct BackendConn {
+    /// The endpoint's name, for errors and logs.
+    pub name: String,
+    reader: PacketReader<OwnedReadHalf>,
+    writer: PacketWriter<OwnedWriteHalf>,
+    capabilities: CapabilityFlags,
+    /// The server's own id for this connection (what `CONNECTION_ID()` returns).
+    pub connection_id: u32,
+}
+
+/// A fresh, logged-in backend connection and what its handshake told.
+pub struct Connected {
+    pub conn: BackendConn,
+    pub identity: ServerIdentity,
+    /// The server's final OK packet of the login, relayed to the client.
+    pub ok_payload: Vec<u8>,
+}
+
+impl From<std::io::Error> for BackendError {
+    fn from(e: std::io::Error) -> Self {
+        BackendError::Packet(PacketError::Io(e))
+    }
+}
+
+impl BackendConn {
+    pub async fn connect(
+        endpoint: &Endpoint,
+        login: &BackendLogin,
+        timeout: Duration,
+    ) -> Result<Connected, BackendError> {
+        tokio::time::timeout(timeout, Self::connect_inner(endpoint, login))
+            .await
+            .map_err(|_| BackendError::Timeout(timeout))?
+    }
+
+    async fn connect_inner(
+        endpoint: &Endpoint,
+        login: &BackendLogin,
+    ) -> Result<Connected, BackendError> {
+        let connect_error = |source| BackendError::Connect {
+            address: endpoint.address.clone(),
+            source,
+        };
+        let stream = TcpStream::connect(&endpoint.address)
+            .await
+            .map_err(connect_error)?;
+        stream.set_nodelay(true).map_err(connect_error)?;
+        let (read, write) = stream.into_split();
+        let mut reader = PacketReader::new(read);
+        let mut writer = PacketWriter::new(write);
+
+        let greeting = reader.read_packet(MAX_HANDSHAKE_PACKET).await?;
+        if let Some(err) = SqlError::from_payload(&greeting.payload) {
+            return Err(BackendError::Refused(err));
+        }
+        let handshake = HandshakePacket::deserialize((), &mut ParseBuf(&greeting.payload))
+            .map_err(|e| BackendError::Incompatible(format!("unreadable greeting: {e}")))?;
+        let identity = ServerIdentity::from_greeting(&handshake);
+        let missing = login.capabilities & relayable_capabilities() & !handshake.capabilities();
+        // MariaDB clears CLIENT_LONG_PASSWORD ("CLIENT_MYSQL") to announce its extended
+        // capabilities; the proxy asks for none of those, so the bit changes nothing.
+        let missing = missing
+            - (CapabilityFlags::CLIENT_CONNECT_WITH_DB
+                | CapabilityFlags::CLIENT_CONNECT_ATTRS
+                | CapabilityFlags::CLIENT_LONG_PASSWORD);
+        if !missing.is_empty() {
+            return Err(BackendError::Incompatible(format!(
+                "the client negotiated {missing:?}, which this server lacks"
+            )));
+        }
+        let mut nonce = handshake.nonce();
+        let mut plugin = handshake
+            .auth_plugin()
+            .map(AuthPlugin::into_owned)
+            .unwrap_or(AuthPlugin::MysqlNativePassword);
+        // A server whose default method the proxy cannot use gets a native-password answer;
+        // it then asks for the account's real method with an auth switch.
+        let data = backend_auth_data(&plugin, &nonce, &login.password).unwrap_or_else(|| {
+            plugin = AuthPlugin::MysqlNativePassword;
+            backend_auth_data(&plugin, &nonce, &login.password).expect("native is supported")
+        });
+        let version = handshake.server_version_parsed().unwrap_or((5, 7, 0));
+        let hello = backend_hello_payload(login, version, plugin.clone(), &data);
+        let mut seq = writer.send(greeting.seq.wrapping_add(1), &hello).await?;
+
+        loop {
+            let packet = reader.read_packet_seq(seq, MAX_HANDSHAKE_PACKET).await?;
+            seq = packet.seq.wrapping_add(1);
+            let payload = &packet.payload[..];
+            match payload.first() {
+                Some(0x00) => {
+                    let conn = BackendConn {
+                        name: endpoint.name.clone(),
+                        reader,
+                        writer,
+                        capabilities: login.capabilities,
+                        connection_id: handshake.connection_id(),
+                    };
+                    return Ok(Connected {
+                        conn,
+                        identity,
+                        ok_payload: payload.to_vec(),
+                    });
+                }
+                Some(0xff) => {
+                    let err = SqlError::from_payload(payload)
+                        .unwrap_or_else(|| SqlError::internal("malformed error from backend"));
+                    return Err(BackendError::Refused(err));
+                }
+                Some(0xfe) => {
+                    let switch = AuthSwitchRequest::deserialize((), &mut ParseBuf(payload))
+                        .map_err(|e| BackendError::Incompatible(format!("auth switch: {e}")))?;
+                    plugin = switch.auth_plugin().into_owned();
+                    nonce = switch.plugin_data().to_vec();
+                    let data =
+                        backend_auth_data(&plugin, &nonce, &login.password).ok_or_else(|| {
+                            BackendError::Incompatible(format!(
+                                "authentication method {} is not supported",
+                                String::from_utf8_lossy(plugin.as_bytes())
+                            ))
+                        })?;
+                    seq = writer.send(seq, &data).await?;
+                }
+                // caching_sha2_password: 0x03 = fast auth succeeded (OK follows),
+                // 0x04 = full authentication needed.
+                Some(0x01) if plugin == AuthPlugin::CachingSha2Password => match payload.get(1) {
+                    Some(0x03) => {}
+                    Some(0x04) => {
+                        seq = writer.send(seq, &[0x02]).await?;
+                        let key = reader.read_packet_seq(seq, MAX_HANDSHAKE_PACKET).await?;
+                        seq = key.seq.wrapping_add(1);
+                        let pem = key.payload.get(1..).unwrap_or_default();
+                        let encrypted = sha2_rsa_encrypt(&login.password, &nonce, pem);
+                        seq = writer.send(seq, &encrypted).await?;
+                    }
+                    _ => {
+                        return Err(BackendError::Incompatible(
+                            "unexpected caching_sha2_password message".into(),
+                        ));
+                    }
+                },
+                _ => {
+                    return Err(BackendError::Incompatible(
+                        "unexpected packet during login".into(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Reads the greeting only: what the server is, without logging in.
+    pub async fn probe(
+        endpoint: &Endpoint,
+        timeout: Duration,
+    ) -> Result<ServerIdentity, BackendError> {
+        let probe = async {
+            let stream = TcpStream::connect(&endpoint.address)
+                .await
+                .map_err(|source| BackendError::Connect {
+                    address: endpoint.address.clone(),
+                    source,
+                })?;
+            let mut reader = PacketReader::new(stream);
+            let greeting = reader.read_packet(MAX_HANDSHAKE_PACKET).await?;
+            if let Some(err) = SqlError::from_payload(&greeting.payload) {
+                return Err(BackendError::Refused(err));
+            }
+            let handshake = HandshakePacket::deserialize((), &mut ParseBuf(&greeting.payload))
+                .map_err(|e| BackendError::Incompatible(format!("unreadable greeting: {e}")))?;
+            Ok(ServerIdentity::from_greeting(&handshake))
+        };
+        tokio::time::timeout(timeout, probe)
+            .await
+            .map_err(|_| BackendError::Timeout(timeout))?
+    }
+
+    /// Sends a command packet (sequence id 0) without waiting for an answer.
+    pub async fn send_command(&mut self, payload: &[u8]) -> std::io::Result<u8> {
+        self.writer.send(0, payload).await
+    }
+
+    /// Tells the server the session ends; errors do not matter, the socket closes anyway.
+    pub async fn quit(mut self) {
+        let _ = self
+            .writer
+            .send(0, &[crate::protocol::codes::COM_QUIT])
+            .await;
+        let _ = self.writer.shutdown().await;
+    }
+}

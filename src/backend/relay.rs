@@ -1,0 +1,190 @@
+//! Relaying one response from a backend to the client. Bytes are forwarded as they arrive,
+//! whole or partial frames alike, straight from the read buffer with one write per read:
+//! only frame headers and a short prefix of each packet are looked at (`ResponseTracker`),
+//! so a result set of any size streams through in bounded memory, at the client's pace.
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::BackendConn;
+use crate::protocol::packet::{HEADER_LEN, PacketError, PacketReader, PacketWriter, frame_header};
+use crate::protocol::response::{PREFIX_LEN, ResponseError, ResponseKind, ResponseTracker, Step};
+
+/// How a response ended.
+#[derive(Debug, Clone, Copy)]
+pub struct RelayOutcome {
+    /// Status flags of the response's last OK/EOF packet.
+    pub status_flags: Option<u16>,
+    /// The response was (or ended with) an ERR packet.
+    pub error: bool,
+    /// Bytes relayed to the client.
+    pub bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("client connection lost: {0}")]
+    Client(std::io::Error),
+    #[error("client broke the LOCAL INFILE exchange: {0}")]
+    ClientProtocol(PacketError),
+    #[error("backend connection lost: {0}")]
+    Backend(std::io::Error),
+    #[error("backend sent sequence id {got}, expected {expected}")]
+    BackendSequence { expected: u8, got: u8 },
+    #[error(transparent)]
+    BackendResponse(#[from] ResponseError),
+}
+
+/// Where a relay stopped when it failed: the sequence id an ERR packet to the client would
+/// carry, if the protocol allows one at that point.
+#[derive(Debug)]
+pub struct RelayFailure {
+    pub error: RelayError,
+    pub error_seq: Option<u8>,
+    pub bytes: u64,
+}
+
+impl BackendConn {
+    /// Relays the response to the command just sent, whose last packet had sequence id
+    /// `command_seq`. A LOCAL INFILE request is answered by relaying the client's file
+    /// packets to the server.
+    pub async fn relay_response<CR, CW>(
+        &mut self,
+        kind: ResponseKind,
+        command_seq: u8,
+        client_in: &mut PacketReader<CR>,
+        client_out: &mut PacketWriter<CW>,
+    ) -> Result<RelayOutcome, RelayFailure>
+    where
+        CR: AsyncRead + Unpin,
+        CW: AsyncWrite + Unpin,
+    {
+        let deprecate_eof = self
+            .capabilities
+            .contains(mysql_common::constants::CapabilityFlags::CLIENT_DEPRECATE_EOF);
+        let mut tracker = ResponseTracker::new(kind, deprecate_eof);
+        let mut last_seq = command_seq;
+        let mut bytes = 0u64;
+        let fail = |error, tracker: &ResponseTracker, last_seq: u8, bytes| RelayFailure {
+            error,
+            error_seq: tracker
+                .can_end_with_error()
+                .then_some(last_seq.wrapping_add(1)),
+            bytes,
+        };
+        // Bytes at the front of the read buffer that belong to the response and may be sent.
+        let mut ready = 0usize;
+        // Payload bytes of the current frame not yet in `ready`.
+        let mut frame_left = 0usize;
+        let mut step = Step::More;
+        loop {
+            let buffered = self.reader.buffered();
+            loop {
+                if frame_left > 0 {
+                    let take = frame_left.min(buffered.len() - ready);
+                    ready += take;
+                    frame_left -= take;
+                    if frame_left > 0 {
+                        break;
+                    }
+                }
+                if step != Step::More {
+                    break;
+                }
+                let Some((len, seq)) = frame_header(&buffered[ready..]) else {
+                    break;
+                };
+                let prefix_end = ready + HEADER_LEN + len.min(PREFIX_LEN);
+                if buffered.len() < prefix_end {
+                    break;
+                }
+                let expected = last_seq.wrapping_add(1);
+                if seq != expected {
+                    let error = RelayError::BackendSequence { expected, got: seq };
+                    return Err(fail(error, &tracker, last_seq, bytes));
+                }
+                step = match tracker.on_frame(&buffered[ready + HEADER_LEN..prefix_end], len) {
+                    Ok(step) => step,
+                    Err(e) => return Err(fail(e.into(), &tracker, last_seq, bytes)),
+                };
+                last_seq = seq;
+                ready += HEADER_LEN;
+                frame_left = len;
+            }
+
+            if ready > 0 {
+                if let Err(e) = client_out.write_through(&buffered[..ready]).await {
+                    return Err(fail(RelayError::Client(e), &tracker, last_seq, bytes));
+                }
+                bytes += ready as u64;
+                self.reader.consume(ready);
+                ready = 0;
+            }
+            if frame_left == 0 {
+                match step {
+                    Step::Done => {
+                        return Ok(RelayOutcome {
+                            status_flags: tracker.status_flags(),
+                            error: tracker.is_error(),
+                            bytes,
+                        });
+                    }
+                    Step::LocalInfile => {
+                        last_seq = match self.upload_local_infile(last_seq, client_in).await {
+                            Ok(seq) => seq,
+                            Err(error) => return Err(fail(error, &tracker, last_seq, bytes)),
+                        };
+                        step = Step::More;
+                        continue;
+                    }
+                    Step::More => {}
+                }
+            }
+            match self.reader.read_more().await {
+                Ok(0) => {
+                    let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+                    return Err(fail(RelayError::Backend(eof), &tracker, last_seq, bytes));
+                }
+                Ok(_) => {}
+                Err(e) => return Err(fail(RelayError::Backend(e), &tracker, last_seq, bytes)),
+            }
+        }
+    }
+
+    /// Relays the client's file packets, up to and including the empty one that ends the
+    /// upload; returns the sequence id of that last packet.
+    async fn upload_local_infile<CR: AsyncRead + Unpin>(
+        &mut self,
+        request_seq: u8,
+        client_in: &mut PacketReader<CR>,
+    ) -> Result<u8, RelayError> {
+        let mut seq = request_seq;
+        loop {
+            let expected = seq.wrapping_add(1);
+            let frame = async {
+                client_in.fill(HEADER_LEN).await?;
+                let (len, got) = frame_header(client_in.buffered()).expect("header buffered");
+                if got != expected {
+                    return Err(PacketError::OutOfOrder { expected, got });
+                }
+                client_in.fill(HEADER_LEN + len).await?;
+                Ok(len)
+            };
+            let len = frame.await.map_err(RelayError::ClientProtocol)?;
+            self.writer
+                .write_through(&client_in.buffered()[..HEADER_LEN + len])
+                .await
+                .map_err(RelayError::Backend)?;
+            client_in.consume(HEADER_LEN + len);
+            seq = expected;
+            if len == 0 {
+                return Ok(seq);
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for RelayFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}

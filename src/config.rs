@@ -1,0 +1,482 @@
+//! Configuration: a TOML file, overridden by command-line flags, validated as a whole so that
+//! `rwsplit check` can list every problem at once. Secrets come from the file, an environment
+//! variable or a file of their own (a mounted Kubernetes Secret).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::auth::FrontendPlugin;
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:3306";
+pub const DEFAULT_PRIMARY: &str = "mysql-0.mysql:3306";
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// MySQL 8's default `max_allowed_packet`.
+pub const DEFAULT_MAX_PACKET_SIZE: usize = 64 << 20;
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_PACKET_SIZE_LIMIT: usize = 1 << 30;
+
+/// The file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub proxy: ProxySection,
+    pub primary: Option<EndpointSection>,
+    #[serde(default)]
+    pub replicas: Vec<EndpointSection>,
+    #[serde(default)]
+    pub users: Vec<UserSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxySection {
+    pub listen: Option<String>,
+    pub max_connections: Option<usize>,
+    pub max_packet_size: Option<usize>,
+    pub connect_timeout: Option<String>,
+    pub auth_plugin: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSection {
+    pub name: Option<String>,
+    pub address: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserSection {
+    pub name: String,
+    pub password: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub auth_plugin: Option<String>,
+}
+
+/// Settings given on the command line; each replaces the file's value.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub primary: Option<String>,
+    pub replicas: Vec<String>,
+}
+
+/// A backend server: a stable name (the pod's DNS name) and where to reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub name: String,
+    pub address: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub password: String,
+    /// The method this user must authenticate with; `None` accepts either.
+    pub auth_plugin: Option<FrontendPlugin>,
+}
+
+/// The validated configuration the proxy runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: String,
+    pub max_connections: usize,
+    pub max_packet_size: usize,
+    pub connect_timeout: Duration,
+    /// Offered in the greeting; clients answering with the other supported method are
+    /// accepted too, unless the user names one.
+    pub auth_plugin: FrontendPlugin,
+    pub primary: Endpoint,
+    pub replicas: Vec<Endpoint>,
+    pub users: HashMap<String, User>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+impl Config {
+    /// Reads `path` (if given), applies `overrides`, validates.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let file = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+                    path: path.to_owned(),
+                    message: e.to_string(),
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        Self::from_file(file, overrides, &|name| std::env::var(name).ok())
+    }
+
+    /// Validates a parsed file; `env` looks up environment variables.
+    pub fn from_file(
+        file: FileConfig,
+        overrides: &Overrides,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut problems = Vec::new();
+        let proxy = file.proxy;
+
+        let listen = overrides
+            .listen
+            .clone()
+            .or(proxy.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        check_address("proxy.listen", &listen, &mut problems);
+
+        let max_connections = proxy.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if max_connections == 0 {
+            problems.push("proxy.max_connections must be at least 1".into());
+        }
+        let max_packet_size = proxy.max_packet_size.unwrap_or(DEFAULT_MAX_PACKET_SIZE);
+        if !(1024..=MAX_PACKET_SIZE_LIMIT).contains(&max_packet_size) {
+            problems.push(format!(
+                "proxy.max_packet_size is {max_packet_size}; it must be between 1024 and {MAX_PACKET_SIZE_LIMIT} bytes"
+            ));
+        }
+        let connect_timeout = match proxy.connect_timeout.as_deref().map(parse_duration) {
+            None => DEFAULT_CONNECT_TIMEOUT,
+            Some(Ok(d)) if !d.is_zero() => d,
+            Some(Ok(_)) => {
+                problems.push("proxy.connect_timeout must be more than zero".into());
+                DEFAULT_CONNECT_TIMEOUT
+            }
+            Some(Err(e)) => {
+                problems.push(format!("proxy.connect_timeout: {e}"));
+                DEFAULT_CONNECT_TIMEOUT
+            }
+        };
+        let auth_plugin = match proxy.auth_plugin.as_deref() {
+            None => FrontendPlugin::NativePassword,
+            Some(name) => plugin_or_problem("proxy.auth_plugin", name, &mut problems),
+        };
+
+        let primary = match (&overrides.primary, file.primary) {
+            (Some(address), _) => endpoint(None, address),
+            (None, Some(section)) => endpoint(section.name, &section.address),
+            (None, None) => endpoint(None, DEFAULT_PRIMARY),
+        };
+        check_address("primary.address", &primary.address, &mut problems);
+
+        let replicas: Vec<Endpoint> = if overrides.replicas.is_empty() {
+            file.replicas
+                .into_iter()
+                .map(|r| endpoint(r.name, &r.address))
+                .collect()
+        } else {
+            overrides
+                .replicas
+                .iter()
+                .map(|a| endpoint(None, a))
+                .collect()
+        };
+        let mut names = vec![primary.name.as_str()];
+        for (i, replica) in replicas.iter().enumerate() {
+            check_address(
+                &format!("replicas[{i}].address"),
+                &replica.address,
+                &mut problems,
+            );
+            if names.contains(&replica.name.as_str()) {
+                problems.push(format!(
+                    "replicas[{i}]: the name '{}' is used twice; give each backend its own name",
+                    replica.name
+                ));
+            }
+            names.push(&replica.name);
+        }
+
+        let mut users = HashMap::new();
+        if file.users.is_empty() {
+            problems.push(
+                "no [[users]] configured: add one table per application user with name and password, password_env or password_file".into(),
+            );
+        }
+        for (i, section) in file.users.into_iter().enumerate() {
+            let at = format!("users[{i}] ('{}')", section.name);
+            if section.name.is_empty() {
+                problems.push(format!("users[{i}]: name is empty"));
+                continue;
+            }
+            if users.contains_key(&section.name) {
+                problems.push(format!("{at}: this user is configured twice"));
+                continue;
+            }
+            let auth_plugin = section
+                .auth_plugin
+                .as_deref()
+                .map(|name| plugin_or_problem(&format!("{at}.auth_plugin"), name, &mut problems));
+            if let Some(password) = user_password(&section, &at, env, &mut problems) {
+                users.insert(
+                    section.name,
+                    User {
+                        password,
+                        auth_plugin,
+                    },
+                );
+            }
+        }
+
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems));
+        }
+        Ok(Config {
+            listen,
+            max_connections,
+            max_packet_size,
+            connect_timeout,
+            auth_plugin,
+            primary,
+            replicas,
+            users,
+        })
+    }
+}
+
+fn user_password(
+    section: &UserSection,
+    at: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<String>,
+) -> Option<String> {
+    match (
+        &section.password,
+        &section.password_env,
+        &section.password_file,
+    ) {
+        (Some(password), None, None) => Some(password.clone()),
+        (None, Some(var), None) => {
+            let value = env(var);
+            if value.is_none() {
+                problems.push(format!(
+                    "{at}: password_env names {var}, which is not set in the environment"
+                ));
+            }
+            value
+        }
+        (None, None, Some(path)) => match std::fs::read_to_string(path) {
+            // Secret files written with `echo` end in a newline that is not part of the password.
+            Ok(text) => Some(
+                text.strip_suffix('\n')
+                    .map_or(text.as_str(), |t| t.strip_suffix('\r').unwrap_or(t))
+                    .to_owned(),
+            ),
+            Err(e) => {
+                problems.push(format!(
+                    "{at}: cannot read password_file {}: {e}",
+                    path.display()
+                ));
+                None
+            }
+        },
+        (None, None, None) => {
+            problems.push(format!(
+                "{at}: no password; set exactly one of password, password_env, password_file"
+            ));
+            None
+        }
+        _ => {
+            problems.push(format!(
+                "{at}: set only one of password, password_env, password_file"
+            ));
+            None
+        }
+    }
+}
+
+fn plugin_or_problem(at: &str, name: &str, problems: &mut Vec<String>) -> FrontendPlugin {
+    FrontendPlugin::from_name(name).unwrap_or_else(|| {
+        problems.push(format!(
+            "{at} is '{name}'; supported: mysql_native_password, caching_sha2_password"
+        ));
+        FrontendPlugin::NativePassword
+    })
+}
+
+/// A name for an endpoint given only an address: its host (the pod's DNS name).
+fn endpoint(name: Option<String>, address: &str) -> Endpoint {
+    let name = name.unwrap_or_else(|| {
+        address
+            .rsplit_once(':')
+            .map_or(address, |(host, _)| host)
+            .trim_matches(|c| c == '[' || c == ']')
+            .to_owned()
+    });
+    Endpoint {
+        name,
+        address: address.to_owned(),
+    }
+}
+
+/// `host:port`, where host is a name, an IPv4 address or a bracketed IPv6 address.
+fn check_address(at: &str, address: &str, problems: &mut Vec<String>) {
+    let valid = address
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !valid {
+        problems.push(format!(
+            "{at} is '{address}'; expected host:port, for example 127.0.0.1:3306 or mysql-0.mysql:3306"
+        ));
+    }
+}
+
+/// Durations as `250ms`, `5s`, `2m`, `1h`; a bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration such as 500ms, 5s or 2m"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit '{other}' in '{text}'; use ms, s, m or h"
+            ));
+        }
+    };
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> FileConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    fn env(name: &str) -> Option<String> {
+        (name == "APP_PASSWORD").then(|| "from-env".to_owned())
+    }
+
+    fn problems(text: &str, overrides: &Overrides) -> Vec<String> {
+        match Config::from_file(parse(text), overrides, &env) {
+            Err(ConfigError::Invalid(p)) => p,
+            other => panic!("expected problems, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let config = Config::from_file(
+            parse("[[users]]\nname = 'app'\npassword = 'pw'\n"),
+            &Overrides::default(),
+            &env,
+        )
+        .unwrap();
+        assert_eq!(config.listen, DEFAULT_LISTEN);
+        assert_eq!(config.primary.name, "mysql-0.mysql");
+        assert_eq!(config.primary.address, DEFAULT_PRIMARY);
+        assert_eq!(config.max_packet_size, 64 << 20);
+        assert_eq!(config.users["app"].password, "pw");
+        assert_eq!(config.auth_plugin, FrontendPlugin::NativePassword);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let text = "[proxy]\nlisten = '0.0.0.0:3306'\n[primary]\naddress = 'db:3306'\n\
+                    [[replicas]]\naddress = 'r1:3306'\n[[users]]\nname = 'app'\npassword_env = 'APP_PASSWORD'\n";
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:4000".into()),
+            primary: Some("127.0.10.1:3306".into()),
+            replicas: vec!["127.0.10.2:3306".into(), "127.0.10.3:3306".into()],
+        };
+        let config = Config::from_file(parse(text), &overrides, &env).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:4000");
+        assert_eq!(config.primary.address, "127.0.10.1:3306");
+        assert_eq!(config.primary.name, "127.0.10.1");
+        assert_eq!(config.replicas.len(), 2);
+        assert_eq!(config.users["app"].password, "from-env");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = "[proxy]\nlisten = 'nowhere'\nmax_packet_size = 10\nconnect_timeout = '5 fortnights'\n\
+                    auth_plugin = 'ed25519'\n[[replicas]]\nname = 'mysql-0.mysql'\naddress = 'x:1'\n\
+                    [[users]]\nname = 'a'\n[[users]]\nname = 'b'\npassword = 'x'\npassword_env = 'Y'\n\
+                    [[users]]\nname = 'c'\npassword_env = 'MISSING'\n[[users]]\nname = 'd'\npassword_file = '/nonexistent/pw'\n";
+        let found = problems(text, &Overrides::default());
+        let expect = [
+            "proxy.listen",
+            "max_packet_size",
+            "connect_timeout",
+            "proxy.auth_plugin",
+            "used twice",
+            "users[0] ('a'): no password",
+            "users[1] ('b'): set only one",
+            "MISSING, which is not set",
+            "cannot read password_file /nonexistent/pw",
+        ];
+        for needle in expect {
+            assert!(
+                found.iter().any(|p| p.contains(needle)),
+                "no problem mentions {needle:?}: {found:#?}"
+            );
+        }
+        assert_eq!(found.len(), expect.len(), "{found:#?}");
+    }
+
+    #[test]
+    fn no_users_is_a_problem() {
+        let found = problems("", &Overrides::default());
+        assert_eq!(found.len(), 1);
+        assert!(found[0].contains("no [[users]]"));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_the_parser() {
+        let err = toml::from_str::<FileConfig>("[proxy]\nlisten_port = 3306\n").unwrap_err();
+        assert!(err.to_string().contains("listen_port"), "{err}");
+    }
+
+    #[test]
+    fn password_file_loses_its_trailing_newline_only() {
+        let dir = std::env::temp_dir().join(format!("rwsplit-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pw");
+        std::fs::write(&path, " s3cret \n").unwrap();
+        let text = format!(
+            "[[users]]\nname = 'app'\npassword_file = '{}'\n",
+            path.display()
+        );
+        let config = Config::from_file(parse(&text), &Overrides::default(), &env).unwrap();
+        assert_eq!(config.users["app"].password, " s3cret ");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5 days").is_err());
+    }
+}

@@ -1,0 +1,10 @@
+//! rwsplit: a MySQL protocol proxy that authenticates clients itself and relays their
+//! traffic to backend servers unchanged.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod backend;
+pub mod config;
+pub mod protocol;
+pub mod server;
+pub mod session;

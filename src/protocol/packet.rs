@@ -1,0 +1,326 @@
+//! Packet framing: a 3-byte little-endian payload length and a 1-byte sequence id before every
+//! payload. A payload of 2^24-1 bytes or more is split into frames of 0xFFFFFF bytes followed by
+//! a shorter one (possibly empty) — MySQL Internals, "MySQL Packets".
+//!
+//! `PacketReader` buffers a socket and exposes both views the proxy needs: whole logical packets
+//! (client commands, handshake) with their total length checked against a limit before anything
+//! is allocated for them, and raw buffered bytes (the relay, which forwards frames unchanged).
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// The largest payload one frame can carry; a frame this long is continued by the next one.
+pub const MAX_FRAME: usize = 0xFF_FFFF;
+pub const HEADER_LEN: usize = 4;
+const READ_CHUNK: usize = 16 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PacketError {
+    /// The peer closed the connection between packets.
+    #[error("connection closed")]
+    Closed,
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("packet of {len} bytes or more exceeds the limit of {max} bytes")]
+    TooLarge { len: usize, max: usize },
+    #[error("sequence id {got} where {expected} was expected")]
+    OutOfOrder { expected: u8, got: u8 },
+}
+
+/// One logical packet: the sequence id of its first frame, of its last frame, and the payload
+/// with the frames joined.
+#[derive(Debug)]
+pub struct Packet {
+    pub seq: u8,
+    pub last_seq: u8,
+    pub payload: BytesMut,
+}
+
+/// Reads a frame header at the front of `buf`: (payload length, sequence id).
+pub fn frame_header(buf: &[u8]) -> Option<(usize, u8)> {
+    if buf.len() < HEADER_LEN {
+        return None;
+    }
+    let len = buf[0] as usize | (buf[1] as usize) << 8 | (buf[2] as usize) << 16;
+    Some((len, buf[3]))
+}
+
+pub struct PacketReader<R> {
+    inner: R,
+    buf: BytesMut,
+}
+
+impl<R: AsyncRead + Unpin> PacketReader<R> {
+    pub fn new(inner: R) -> Self {
+        Self {
+            inner,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+        }
+    }
+
+    /// The bytes read from the socket and not yet consumed.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        self.buf.advance(n);
+    }
+
+    /// Reads once from the socket into the buffer; `Ok(0)` means end of stream.
+    pub async fn read_more(&mut self) -> std::io::Result<usize> {
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        self.inner.read_buf(&mut self.buf).await
+    }
+
+    /// Makes at least `n` bytes available in the buffer. An end of stream with nothing
+    /// buffered is `Closed`; one in the middle of a packet is an `UnexpectedEof` error.
+    pub async fn fill(&mut self, n: usize) -> Result<(), PacketError> {
+        if self.buf.len() < n {
+            self.buf.reserve(n - self.buf.len());
+        }
+        while self.buf.len() < n {
+            if self.inner.read_buf(&mut self.buf).await? == 0 {
+                return Err(if self.buf.is_empty() {
+                    PacketError::Closed
+                } else {
+                    std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into()
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads one whole logical packet. `max_len` bounds the joined payload and is checked
+    /// against each frame's announced length before the frame is buffered.
+    pub async fn read_packet(&mut self, max_len: usize) -> Result<Packet, PacketError> {
+        self.fill(HEADER_LEN).await?;
+        let (len, seq) = frame_header(&self.buf).expect("header buffered");
+        let mut total = len;
+        check_len(total, max_len)?;
+        self.fill(HEADER_LEN + len).await?;
+        self.buf.advance(HEADER_LEN);
+        let mut payload = self.buf.split_to(len);
+        let mut last_seq = seq;
+        let mut frame_len = len;
+        while frame_len == MAX_FRAME {
+            self.fill(HEADER_LEN).await?;
+            let (len, next_seq) = frame_header(&self.buf).expect("header buffered");
+            let expected = last_seq.wrapping_add(1);
+            if next_seq != expected {
+                return Err(PacketError::OutOfOrder {
+                    expected,
+                    got: next_seq,
+                });
+            }
+            total += len;
+            check_len(total, max_len)?;
+            self.fill(HEADER_LEN + len).await?;
+            self.buf.advance(HEADER_LEN);
+            payload.extend_from_slice(&self.buf[..len]);
+            self.buf.advance(len);
+            last_seq = next_seq;
+            frame_len = len;
+        }
+        Ok(Packet {
+            seq,
+            last_seq,
+            payload,
+        })
+    }
+
+    /// Like `read_packet`, but the first frame must carry `expected` as its sequence id.
+    pub async fn read_packet_seq(
+        &mut self,
+        expected: u8,
+        max_len: usize,
+    ) -> Result<Packet, PacketError> {
+        let packet = self.read_packet(max_len).await?;
+        if packet.seq != expected {
+            return Err(PacketError::OutOfOrder {
+                expected,
+                got: packet.seq,
+            });
+        }
+        Ok(packet)
+    }
+}
+
+fn check_len(len: usize, max: usize) -> Result<(), PacketError> {
+    if len > max {
+        Err(PacketError::TooLarge { len, max })
+    } else {
+        Ok(())
+    }
+}
+
+/// Appends `payload` to `out` as frames starting at sequence id `seq`; returns the sequence id
+/// the next packet continues with.
+pub fn encode_packet(out: &mut Vec<u8>, mut seq: u8, payload: &[u8]) -> u8 {
+    let mut rest = payload;
+    loop {
+        let chunk = rest.len().min(MAX_FRAME);
+        let len = (chunk as u32).to_le_bytes();
+        out.extend_from_slice(&[len[0], len[1], len[2], seq]);
+        out.extend_from_slice(&rest[..chunk]);
+        seq = seq.wrapping_add(1);
+        rest = &rest[chunk..];
+        // A payload that is an exact multiple of MAX_FRAME ends with an empty frame.
+        if chunk < MAX_FRAME {
+            return seq;
+        }
+    }
+}
+
+/// Buffers outgoing packets and writes them with one syscall per `flush`.
+pub struct PacketWriter<W> {
+    inner: W,
+    buf: Vec<u8>,
+}
+
+impl<W: AsyncWrite + Unpin> PacketWriter<W> {
+    pub fn new(inner: W) -> Self {
+        Self {
+            inner,
+            buf: Vec::with_capacity(READ_CHUNK),
+        }
+    }
+
+    /// Queues one packet; returns the next sequence id.
+    pub fn push(&mut self, seq: u8, payload: &[u8]) -> u8 {
+        encode_packet(&mut self.buf, seq, payload)
+    }
+
+    /// Queues bytes that are already framed.
+    pub fn push_raw(&mut self, framed: &[u8]) {
+        self.buf.extend_from_slice(framed);
+    }
+
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            self.inner.write_all(&self.buf).await?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Writes already-framed bytes straight through, after anything queued.
+    pub async fn write_through(&mut self, framed: &[u8]) -> std::io::Result<()> {
+        self.flush().await?;
+        self.inner.write_all(framed).await
+    }
+
+    pub async fn shutdown(&mut self) -> std::io::Result<()> {
+        self.flush().await?;
+        self.inner.shutdown().await
+    }
+
+    /// Sends one packet immediately.
+    pub async fn send(&mut self, seq: u8, payload: &[u8]) -> std::io::Result<u8> {
+        let next = self.push(seq, payload);
+        self.flush().await?;
+        Ok(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn read_all(bytes: Vec<u8>, max: usize) -> Vec<Result<Packet, PacketError>> {
+        let mut reader = PacketReader::new(&bytes[..]);
+        let mut out = Vec::new();
+        loop {
+            match reader.read_packet(max).await {
+                Err(PacketError::Closed) => return out,
+                Err(e) => {
+                    out.push(Err(e));
+                    return out;
+                }
+                ok => out.push(ok),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn small_packets_round_trip() {
+        let mut wire = Vec::new();
+        let next = encode_packet(&mut wire, 0, b"\x03SELECT 1");
+        assert_eq!(next, 1);
+        encode_packet(&mut wire, 7, b"");
+        assert_eq!(&wire[..4], &[9, 0, 0, 0]);
+        let packets = read_all(wire, 1 << 20).await;
+        let packets: Vec<_> = packets.into_iter().map(Result::unwrap).collect();
+        assert_eq!(packets.len(), 2);
+        assert_eq!(&packets[0].payload[..], b"\x03SELECT 1");
+        assert_eq!((packets[1].seq, packets[1].payload.len()), (7, 0));
+    }
+
+    #[tokio::test]
+    async fn payload_of_exactly_one_frame_gets_an_empty_trailer() {
+        let payload = vec![0xabu8; MAX_FRAME];
+        let mut wire = Vec::new();
+        let next = encode_packet(&mut wire, 0, &payload);
+        assert_eq!(next, 2, "a full frame and an empty one");
+        assert_eq!(wire.len(), 2 * HEADER_LEN + MAX_FRAME);
+        let packets = read_all(wire, 64 << 20).await;
+        let packet = packets.into_iter().next().unwrap().unwrap();
+        assert_eq!((packet.seq, packet.last_seq), (0, 1));
+        assert_eq!(packet.payload.len(), MAX_FRAME);
+    }
+
+    #[tokio::test]
+    async fn large_payload_is_split_and_joined() {
+        let payload: Vec<u8> = (0..(MAX_FRAME * 2 + 10)).map(|i| i as u8).collect();
+        let mut wire = Vec::new();
+        assert_eq!(encode_packet(&mut wire, 254, &payload), 1, "ids wrap");
+        let packet = read_all(wire, 64 << 20).await.remove(0).unwrap();
+        assert_eq!((packet.seq, packet.last_seq), (254, 0));
+        assert!(packet.payload[..] == payload[..]);
+    }
+
+    #[tokio::test]
+    async fn oversized_packet_is_refused_from_its_header() {
+        // Only the header of a 1 GiB-ish frame chain: refused before any payload is read.
+        let wire = vec![0xff, 0xff, 0xff, 0];
+        let result = read_all(wire, 1 << 20).await.remove(0);
+        assert!(matches!(
+            result,
+            Err(PacketError::TooLarge {
+                len: MAX_FRAME,
+                max: 1048576
+            })
+        ));
+    }
+
+    #[tokio::test]
+    async fn continuation_with_wrong_sequence_is_refused() {
+        let mut wire = Vec::new();
+        encode_packet(&mut wire, 0, &vec![1u8; MAX_FRAME]);
+        wire[HEADER_LEN + MAX_FRAME + 3] = 5;
+        let result = read_all(wire, 64 << 20).await.remove(0);
+        assert!(matches!(
+            result,
+            Err(PacketError::OutOfOrder {
+                expected: 1,
+                got: 5
+            })
+        ));
+    }
+
+    #[tokio::test]
+    async fn truncated_packet_is_an_error_not_a_clean_close() {
+        let wire = vec![10, 0, 0, 0, b'x'];
+        let result = read_all(wire, 1024).await.remove(0);
+        match result {
+            Err(PacketError::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof),
+            other => panic!("expected an unexpected EOF, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! The listener: accepts clients, caps their number, and gives each a session task.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tracing::{info, warn};
+
+use crate::backend::BackendConn;
+use crate::config::Config;
+use crate::protocol::codes::SqlError;
+use crate::protocol::handshake::ServerIdentity;
+use crate::protocol::packet::encode_packet;
+
+/// State every session reads.
+pub struct Shared {
+    pub config: Config,
+    /// What the greeting says the server is: learned from the backends' own greetings.
+    identity: RwLock<ServerIdentity>,
+    next_connection_id: AtomicU32,
+}
+
+impl Shared {
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            identity: RwLock::new(ServerIdentity::fallback()),
+            next_connection_id: AtomicU32::new(1),
+        }
+    }
+
+    pub fn identity(&self) -> ServerIdentity {
+        self.identity.read().expect("not poisoned").clone()
+    }
+
+    pub fn learn_identity(&self, identity: &ServerIdentity) {
+        let known = self.identity.read().expect("not poisoned");
+        if *known == *identity {
+            return;
+        }
+        drop(known);
+        info!(
+            version = %String::from_utf8_lossy(&identity.version),
+            "backend server identity learned"
+        );
+        *self.identity.write().expect("not poisoned") = identity.clone();
+    }
+
+    fn connection_id(&self) -> u32 {
+        // 0 is not a valid connection id for clients; skip it when the counter wraps.
+        loop {
+            let id = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
+            if id != 0 {
+                return id;
+            }
+        }
+    }
+}
+
+/// A bound proxy, ready to serve.
+pub struct Proxy {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    pub async fn bind(config: Config) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(&config.listen).await?;
+        Ok(Self {
+            listener,
+            shared: Arc::new(Shared::new(config)),
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accepts clients until `shutdown` completes.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        let Proxy { listener, shared } = self;
+        info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+              primary = %shared.config.primary.address, "rwsplit accepting clients");
+        tokio::spawn(learn_primary_identity(shared.clone()));
+        let permits = Arc::new(Semaphore::new(shared.config.max_connections));
+        let mut backoff = Duration::from_millis(5);
+        tokio::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = &mut shutdown => break,
+            };
+            let (stream, peer) = match accepted {
+                Ok(pair) => {
+                    backoff = Duration::from_millis(5);
+                    pair
+                }
+                // Out of file descriptors and the like: wait and try again rather than stop.
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                warn!(%peer, "too many connections; client refused");
+                tokio::spawn(refuse(stream, SqlError::too_many_connections()));
+                continue;
+            };
+            let id = shared.connection_id();
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                crate::session::run(stream, peer, id, shared).await;
+                drop(permit);
+            });
+        }
+        info!("stopped accepting clients");
+    }
+}
+
+/// Answers a client with an error in place of the greeting, as a server does when it is full.
+async fn refuse(mut stream: TcpStream, err: SqlError) {
+    use tokio::io::AsyncWriteExt;
+    let mut out = Vec::new();
+    encode_packet(&mut out, 0, &err.to_payload());
+    let _ = stream.write_all(&out).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Reads the primary's greeting at start-up, so that the first clients already see the real
+/// server version; later logins keep it current.
+async fn learn_primary_identity(shared: Arc<Shared>) {
+    let primary = &shared.config.primary;
+    match BackendConn::probe(primary, shared.config.connect_timeout).await {
+        Ok(identity) => shared.learn_identity(&identity),
+        Err(e) => warn!(primary = %primary.name, error = %e, "primary not reachable at start-up"),
+    }
+}

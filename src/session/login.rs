@@ -1,0 +1,221 @@
+//! The connection phase with the client, and COM_CHANGE_USER, which repeats it: the proxy
+//! checks the password itself, then logs in to the primary as that user and relays the
+//! server's verdict on the rest (unknown database, account locked, ...).
+
+use mysql_common::constants::CapabilityFlags;
+use mysql_common::packets::AuthSwitchRequest;
+use mysql_common::proto::MySerialize;
+use tracing::{info, warn};
+
+use super::change_user::ChangeUser;
+use super::{Session, SessionError};
+use crate::auth::FrontendPlugin;
+use crate::backend::{BackendConn, BackendError};
+use crate::protocol::codes::SqlError;
+use crate::protocol::handshake::{BackendLogin, HelloError, greeting_payload, parse_client_hello};
+
+/// Handshake packets are small; a client sending more is not a MySQL client.
+const MAX_HANDSHAKE_PACKET: usize = 64 * 1024;
+
+/// caching_sha2_password's "fast authentication succeeded" message.
+const FAST_AUTH_OK: [u8; 2] = [0x01, 0x03];
+
+/// A client's credentials as it presented them.
+struct Credentials<'a> {
+    user: &'a str,
+    plugin: Option<&'a str>,
+    response: &'a [u8],
+}
+
+impl Session {
+    /// Greets the client, authenticates it and opens its backend connection.
+    pub(super) async fn login(&mut self) -> Result<BackendConn, SessionError> {
+        let identity = self.shared.identity();
+        let plugin = self.shared.config.auth_plugin;
+        let greeting = greeting_payload(&identity, self.id, &self.scramble, plugin.name());
+        self.client_out
+            .send(0, &greeting)
+            .await
+            .map_err(SessionError::ClientIo)?;
+
+        let packet = match self
+            .client_in
+            .read_packet_seq(1, MAX_HANDSHAKE_PACKET)
+            .await
+        {
+            Ok(packet) => packet,
+            Err(e) => return Err(self.client_packet_error(e, 1).await),
+        };
+        let seq = packet.last_seq.wrapping_add(1);
+        let hello = match parse_client_hello(&packet.payload) {
+            Ok(hello) => hello,
+            Err(e) => {
+                let err = match e {
+                    HelloError::TlsRequested => {
+                        SqlError::handshake("TLS is not enabled on this proxy")
+                    }
+                    other => SqlError::handshake(&other.to_string()),
+                };
+                return Err(self.fail_client(seq, err).await);
+            }
+        };
+        tracing::Span::current().record("user", hello.user.as_str());
+        self.capabilities = hello.capabilities & identity.capabilities;
+        // Without CLIENT_PLUGIN_AUTH a 4.1 client answers with a native-password scramble.
+        let plugin_name = if hello
+            .capabilities
+            .contains(CapabilityFlags::CLIENT_PLUGIN_AUTH)
+        {
+            hello.auth_plugin.as_deref()
+        } else {
+            Some(crate::protocol::handshake::NATIVE_PASSWORD)
+        };
+        let credentials = Credentials {
+            user: &hello.user,
+            plugin: plugin_name,
+            response: &hello.auth_response,
+        };
+        let (seq, password) = self.authenticate(credentials, seq).await?;
+
+        let login = BackendLogin {
+            user: hello.user.clone(),
+            password,
+            database: hello.database.clone(),
+            capabilities: self.capabilities,
+            collation: hello.collation,
+            max_packet_size: hello.max_packet_size,
+            connect_attributes: hello.connect_attributes.clone(),
+        };
+        let backend = self.open_backend(&login, seq).await?;
+        info!(database = ?login.database, "client logged in");
+        self.login = Some(login);
+        Ok(backend)
+    }
+
+    /// COM_CHANGE_USER: authenticates the new user and gives the session a fresh backend
+    /// connection logged in as that user (the old one, with all its session state, closes —
+    /// exactly the reset the command promises). A failed change ends the session.
+    pub(super) async fn change_user(
+        &mut self,
+        payload: &[u8],
+        seq: u8,
+    ) -> Result<BackendConn, SessionError> {
+        let Some(change) = ChangeUser::parse(payload, self.capabilities) else {
+            let err = SqlError::malformed_packet("COM_CHANGE_USER");
+            return Err(self.fail_client(seq, err).await);
+        };
+        tracing::Span::current().record("user", change.user.as_str());
+        let credentials = Credentials {
+            user: &change.user,
+            plugin: change.auth_plugin.as_deref(),
+            response: &change.auth_response,
+        };
+        let (seq, password) = self.authenticate(credentials, seq).await?;
+        let previous = self.login.as_ref().expect("logged in before commands");
+        let login = BackendLogin {
+            user: change.user.clone(),
+            password,
+            database: change.database.clone(),
+            capabilities: self.capabilities,
+            collation: change.collation.unwrap_or(previous.collation),
+            max_packet_size: previous.max_packet_size,
+            connect_attributes: change
+                .connect_attributes
+                .clone()
+                .or_else(|| previous.connect_attributes.clone()),
+        };
+        let backend = self.open_backend(&login, seq).await?;
+        info!(database = ?login.database, "user changed");
+        self.login = Some(login);
+        Ok(backend)
+    }
+
+    /// Logs in to the primary and relays its final OK (or its refusal) to the client.
+    async fn open_backend(
+        &mut self,
+        login: &BackendLogin,
+        seq: u8,
+    ) -> Result<BackendConn, SessionError> {
+        match self.connect_backend(login).await {
+            Ok(connected) => {
+                self.client_out
+                    .send(seq, &connected.ok_payload)
+                    .await
+                    .map_err(SessionError::ClientIo)?;
+                Ok(connected.conn)
+            }
+            Err(SessionError::Backend { name, source }) => {
+                let err = match &source {
+                    BackendError::Refused(err) => err.clone(),
+                    other => SqlError::backend_unreachable(&name, &other.to_string()),
+                };
+                let _ = self.client_out.send(seq, &err.to_payload()).await;
+                Err(SessionError::Backend { name, source })
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Checks the client's password, switching it to another method first if needed.
+    /// Returns the sequence id for the next packet and the user's password.
+    async fn authenticate(
+        &mut self,
+        credentials: Credentials<'_>,
+        mut seq: u8,
+    ) -> Result<(u8, String), SessionError> {
+        let config = &self.shared.config;
+        let account = config.users.get(credentials.user).cloned();
+        let required = account.as_ref().and_then(|a| a.auth_plugin);
+        let offered = credentials.plugin.and_then(FrontendPlugin::from_name);
+        let mut response = credentials.response.to_vec();
+        let plugin = match (offered, required) {
+            (Some(offered), None) => offered,
+            (Some(offered), Some(required)) if offered == required => offered,
+            _ => {
+                let target = required.unwrap_or(config.auth_plugin);
+                let mut nonce = self.scramble.to_vec();
+                nonce.push(0);
+                let mut switch = Vec::new();
+                AuthSwitchRequest::new(target.name().as_bytes(), nonce).serialize(&mut switch);
+                self.client_out
+                    .send(seq, &switch)
+                    .await
+                    .map_err(SessionError::ClientIo)?;
+                let reply = match self
+                    .client_in
+                    .read_packet_seq(seq.wrapping_add(1), MAX_HANDSHAKE_PACKET)
+                    .await
+                {
+                    Ok(reply) => reply,
+                    Err(e) => return Err(self.client_packet_error(e, seq.wrapping_add(1)).await),
+                };
+                seq = reply.last_seq.wrapping_add(1);
+                response = reply.payload.to_vec();
+                target
+            }
+        };
+        let verified = account
+            .as_ref()
+            .filter(|a| plugin.verify(&self.scramble, &a.password, &response));
+        let Some(account) = verified else {
+            warn!(
+                user = credentials.user,
+                known_user = account.is_some(),
+                method = plugin.name(),
+                "authentication failed"
+            );
+            let host = self.peer.ip().to_string();
+            let err = SqlError::access_denied(credentials.user, &host, !response.is_empty());
+            let _ = self.client_out.send(seq, &err.to_payload()).await;
+            return Err(SessionError::AuthFailed(credentials.user.to_owned()));
+        };
+        if plugin == FrontendPlugin::CachingSha2Password && !response.is_empty() {
+            seq = self
+                .client_out
+                .send(seq, &FAST_AUTH_OK)
+                .await
+                .map_err(SessionError::ClientIo)?;
+        }
+        Ok((seq, account.password.clone()))
+    }
+}

@@ -1,0 +1,227 @@
+//! One client connection, one task: the handshake and login (`login`), then a loop that
+//! reads a command, hands it to the backend and relays the answer.
+
+mod change_user;
+mod login;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use mysql_common::constants::CapabilityFlags;
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tracing::{Instrument, debug, info_span, warn};
+
+use crate::backend::{BackendConn, BackendError, RelayError, RelayFailure};
+use crate::protocol::codes::{self as codes, SqlError};
+use crate::protocol::handshake::BackendLogin;
+use crate::protocol::packet::{PacketError, PacketReader, PacketWriter};
+use crate::protocol::response::ResponseKind;
+use crate::server::Shared;
+
+/// Why a session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("client closed the connection")]
+    ClientClosed,
+    #[error("client connection failed: {0}")]
+    ClientIo(std::io::Error),
+    /// The client broke the protocol; it was sent this error before the connection closed.
+    #[error("client protocol violation: {0}")]
+    ClientProtocol(SqlError),
+    #[error("authentication failed for user '{0}'")]
+    AuthFailed(String),
+    #[error("backend {name}: {source}")]
+    Backend { name: String, source: BackendError },
+    #[error("relay from backend {name} failed: {failure}")]
+    Relay { name: String, failure: RelayFailure },
+}
+
+pub struct Session {
+    id: u32,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    client_in: PacketReader<OwnedReadHalf>,
+    client_out: PacketWriter<OwnedWriteHalf>,
+    /// The scramble sent in the greeting; COM_CHANGE_USER answers are computed from it too.
+    scramble: [u8; 20],
+    /// Negotiated with the client; every backend connection uses the same.
+    capabilities: CapabilityFlags,
+    login: Option<BackendLogin>,
+}
+
+/// Serves one client until it leaves or the connection fails.
+pub async fn run(stream: TcpStream, peer: SocketAddr, id: u32, shared: Arc<Shared>) {
+    let span = info_span!("session", conn_id = id, %peer, user = tracing::field::Empty);
+    async move {
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        let mut session = Session {
+            id,
+            peer,
+            shared,
+            client_in: PacketReader::new(read),
+            client_out: PacketWriter::new(write),
+            scramble: crate::protocol::handshake::new_scramble(),
+            capabilities: CapabilityFlags::empty(),
+            login: None,
+        };
+        match session.serve().await {
+            Ok(()) | Err(SessionError::ClientClosed) => debug!("session ended"),
+            Err(SessionError::AuthFailed(_)) => {}
+            Err(e) => warn!(error = %e, "session ended"),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+impl Session {
+    async fn serve(&mut self) -> Result<(), SessionError> {
+        let mut backend = self.login().await?;
+        let result = self.command_loop(&mut backend).await;
+        if result.is_ok() {
+            backend.quit().await;
+        }
+        result
+    }
+
+    async fn command_loop(&mut self, backend: &mut BackendConn) -> Result<(), SessionError> {
+        let max_packet = self.shared.config.max_packet_size;
+        loop {
+            let packet = match self.client_in.read_packet(max_packet).await {
+                Ok(packet) => packet,
+                Err(e) => return Err(self.client_packet_error(e, 0).await),
+            };
+            if packet.seq != 0 {
+                let err = SqlError::packets_out_of_order();
+                return Err(self.fail_client(packet.last_seq.wrapping_add(1), err).await);
+            }
+            let reply_seq = packet.last_seq.wrapping_add(1);
+            let Some(&command) = packet.payload.first() else {
+                self.send_error(reply_seq, &SqlError::unknown_command(codes::COM_SLEEP))
+                    .await?;
+                continue;
+            };
+            let kind = match command {
+                codes::COM_QUIT => return Ok(()),
+                codes::COM_CHANGE_USER => {
+                    *backend = self.change_user(&packet.payload, reply_seq).await?;
+                    continue;
+                }
+                codes::COM_STMT_CLOSE | codes::COM_STMT_SEND_LONG_DATA => None,
+                codes::COM_QUERY => Some(ResponseKind::Query),
+                codes::COM_STMT_EXECUTE => Some(ResponseKind::Execute),
+                codes::COM_STMT_PREPARE => Some(ResponseKind::Prepare),
+                codes::COM_STMT_FETCH => Some(ResponseKind::Fetch),
+                codes::COM_FIELD_LIST => Some(ResponseKind::FieldList),
+                codes::COM_INIT_DB
+                | codes::COM_PING
+                | codes::COM_STATISTICS
+                | codes::COM_SET_OPTION
+                | codes::COM_RESET_CONNECTION
+                | codes::COM_STMT_RESET
+                | codes::COM_PROCESS_KILL
+                | codes::COM_DEBUG
+                | codes::COM_REFRESH => Some(ResponseKind::Single),
+                // Replication, shutdown and obsolete commands have no place behind a proxy.
+                other => {
+                    debug!(command = other, "unsupported command");
+                    self.send_error(reply_seq, &SqlError::unknown_command(other))
+                        .await?;
+                    continue;
+                }
+            };
+            let sent = backend.send_command(&packet.payload).await;
+            if let Err(e) = sent {
+                let failure = RelayFailure {
+                    error: RelayError::Backend(e),
+                    error_seq: Some(reply_seq),
+                    bytes: 0,
+                };
+                return Err(self.backend_failed(backend, failure).await);
+            }
+            let Some(kind) = kind else { continue };
+            let relayed = backend
+                .relay_response(
+                    kind,
+                    packet.last_seq,
+                    &mut self.client_in,
+                    &mut self.client_out,
+                )
+                .await;
+            if let Err(failure) = relayed {
+                return Err(self.backend_failed(backend, failure).await);
+            }
+        }
+    }
+
+    /// A relay failed: tell the client where the protocol allows it, then end the session.
+    /// The backend connection is in an unknown state and is dropped with the session; the
+    /// client sees what a direct connection would show: an error, then a lost connection.
+    async fn backend_failed(
+        &mut self,
+        backend: &BackendConn,
+        failure: RelayFailure,
+    ) -> SessionError {
+        let name = backend.name.clone();
+        let message = match &failure.error {
+            RelayError::Client(_) | RelayError::ClientProtocol(_) => None,
+            RelayError::Backend(_) => Some(SqlError::backend_lost(&name)),
+            RelayError::BackendSequence { .. } | RelayError::BackendResponse(_) => Some(
+                SqlError::internal(format!("backend {name} sent a malformed response")),
+            ),
+        };
+        if let (Some(message), Some(seq)) = (message, failure.error_seq) {
+            let _ = self.client_out.send(seq, &message.to_payload()).await;
+        }
+        SessionError::Relay { name, failure }
+    }
+
+    /// Maps a failure to read a client packet to the session's end, answering with an error
+    /// where one is due. `seq` is the sequence id the error would carry.
+    async fn client_packet_error(&mut self, error: PacketError, seq: u8) -> SessionError {
+        match error {
+            PacketError::Closed => SessionError::ClientClosed,
+            PacketError::Io(e) => SessionError::ClientIo(e),
+            PacketError::TooLarge { max, .. } => {
+                self.fail_client(seq.wrapping_add(1), SqlError::packet_too_large(max))
+                    .await
+            }
+            PacketError::OutOfOrder { got, .. } => {
+                self.fail_client(got.wrapping_add(1), SqlError::packets_out_of_order())
+                    .await
+            }
+        }
+    }
+
+    /// Sends `err` and ends the session with it.
+    async fn fail_client(&mut self, seq: u8, err: SqlError) -> SessionError {
+        let _ = self.client_out.send(seq, &err.to_payload()).await;
+        SessionError::ClientProtocol(err)
+    }
+
+    async fn send_error(&mut self, seq: u8, err: &SqlError) -> Result<(), SessionError> {
+        self.client_out
+            .send(seq, &err.to_payload())
+            .await
+            .map(drop)
+            .map_err(SessionError::ClientIo)
+    }
+
+    /// Opens a backend connection to the primary for `login`.
+    async fn connect_backend(
+        &self,
+        login: &BackendLogin,
+    ) -> Result<crate::backend::Connected, SessionError> {
+        let config = &self.shared.config;
+        let connected = BackendConn::connect(&config.primary, login, config.connect_timeout)
+            .await
+            .map_err(|source| SessionError::Backend {
+                name: config.primary.name.clone(),
+                source,
+            })?;
+        self.shared.learn_identity(&connected.identity);
+        Ok(connected)
+    }
+}

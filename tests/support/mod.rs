@@ -1,0 +1,98 @@
+//! Test support: the local cluster, an in-process proxy in front of it, and clients.
+
+#![allow(dead_code)]
+
+pub mod cluster;
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+
+use mysql_async::prelude::Queryable;
+use rwsplit::config::{Config, FileConfig, Overrides};
+use rwsplit::server::Proxy;
+
+pub use cluster::{APP_PASSWORD, APP_USER, Cluster};
+
+/// One cluster per test binary, started on first use on the loopback network `net`
+/// (each test binary uses its own, so binaries never share servers).
+pub fn shared_cluster(net: &'static str) -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let started = std::time::Instant::now();
+        let cluster = Cluster::start(net, 2).unwrap_or_else(|e| panic!("local cluster: {e}"));
+        cluster::note(&format!(
+            "local cluster on {net}.1-3 started in {:.1}s",
+            started.elapsed().as_secs_f64()
+        ));
+        cluster
+    })
+}
+
+/// The proxy's configuration for `cluster`, listening on an ephemeral port; `extra` is TOML
+/// appended to the file (more users, proxy settings).
+pub fn proxy_config(cluster: &Cluster, extra: &str) -> Config {
+    let text = format!(
+        "[proxy]\nlisten = '127.0.0.1:0'\n{extra}\n\
+         [primary]\nname = 'mysql-0'\naddress = '{}'\n\
+         [[users]]\nname = '{APP_USER}'\npassword = '{APP_PASSWORD}'\n",
+        cluster.primary().address()
+    );
+    let file: FileConfig = toml::from_str(&text).expect("test config parses");
+    Config::from_file(file, &Overrides::default(), &|_| None).expect("test config is valid")
+}
+
+/// Starts a proxy on the current runtime; it serves until the runtime ends.
+pub async fn start_proxy(config: Config) -> SocketAddr {
+    let proxy = Proxy::bind(config).await.expect("bind proxy");
+    let addr = proxy.local_addr().unwrap();
+    tokio::spawn(proxy.serve(std::future::pending()));
+    addr
+}
+
+pub fn opts(
+    host: &str,
+    port: u16,
+    user: &str,
+    password: &str,
+    db: Option<&str>,
+) -> mysql_async::Opts {
+    mysql_async::OptsBuilder::default()
+        .ip_or_hostname(host.to_owned())
+        .tcp_port(port)
+        .user(Some(user))
+        .pass(Some(password))
+        .db_name(db)
+        .prefer_socket(false)
+        .into()
+}
+
+pub fn app_opts(addr: SocketAddr, db: Option<&str>) -> mysql_async::Opts {
+    opts(
+        &addr.ip().to_string(),
+        addr.port(),
+        APP_USER,
+        APP_PASSWORD,
+        db,
+    )
+}
+
+/// A direct connection to server `k`, bypassing the proxy.
+pub fn direct_opts(cluster: &Cluster, k: usize, db: Option<&str>) -> mysql_async::Opts {
+    opts(
+        &cluster.servers[k].ip,
+        cluster::PORT,
+        APP_USER,
+        APP_PASSWORD,
+        db,
+    )
+}
+
+pub async fn query_one<T: mysql_async::prelude::FromValue + Send + 'static>(
+    conn: &mut mysql_async::Conn,
+    sql: &str,
+) -> T {
+    conn.query_first::<T, _>(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .unwrap_or_else(|| panic!("{sql}: no row"))
+}
