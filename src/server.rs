@@ -20,7 +20,7 @@ use crate::protocol::packet::encode_packet;
 pub struct Shared {
     pub config: Config,
     /// What the greeting says the server is: learned from the backends' own greetings.
-    identity: RwLock<ServerIdentity>,
+    identity: RwLock<Option<ServerIdentity>>,
     next_connection_id: AtomicU32,
 }
 
@@ -28,18 +28,29 @@ impl Shared {
     pub fn new(config: Config) -> Self {
         Self {
             config,
-            identity: RwLock::new(ServerIdentity::fallback()),
+            identity: RwLock::new(None),
             next_connection_id: AtomicU32::new(1),
         }
     }
 
-    pub fn identity(&self) -> ServerIdentity {
-        self.identity.read().expect("not poisoned").clone()
+    /// The identity to greet a client with. Until a backend has been seen, the primary is
+    /// asked first, so that no client is told a made-up version while the primary is up.
+    pub async fn identity(&self) -> ServerIdentity {
+        if let Some(known) = self.identity.read().expect("not poisoned").clone() {
+            return known;
+        }
+        match BackendConn::probe(&self.config.primary, self.config.connect_timeout).await {
+            Ok(identity) => {
+                self.learn_identity(&identity);
+                identity
+            }
+            Err(_) => ServerIdentity::fallback(),
+        }
     }
 
     pub fn learn_identity(&self, identity: &ServerIdentity) {
         let known = self.identity.read().expect("not poisoned");
-        if *known == *identity {
+        if known.as_ref() == Some(identity) {
             return;
         }
         drop(known);
@@ -47,7 +58,7 @@ impl Shared {
             version = %String::from_utf8_lossy(&identity.version),
             "backend server identity learned"
         );
-        *self.identity.write().expect("not poisoned") = identity.clone();
+        *self.identity.write().expect("not poisoned") = Some(identity.clone());
     }
 
     fn connection_id(&self) -> u32 {

@@ -1,13 +1,21 @@
-//! Relaying one response from a backend to the client. Bytes are forwarded as they arrive,
-//! whole or partial frames alike, straight from the read buffer with one write per read:
-//! only frame headers and a short prefix of each packet are looked at (`ResponseTracker`),
-//! so a result set of any size streams through in bounded memory, at the client's pace.
+//! Relaying one response from a backend to the client. Bytes are forwarded straight from the
+//! read buffer, one write per read, as soon as they form whole frames; only frame headers and
+//! a short prefix of each packet are looked at (`ResponseTracker`), so a result set of any size
+//! streams through in bounded memory, at the client's pace.
+//!
+//! Frames up to `STREAM_ABOVE` bytes are forwarded whole, so that if the backend dies the
+//! client can still be sent a well-formed ERR packet in place of the rest. Larger frames (big
+//! BLOBs) are streamed in pieces to keep memory bounded; a failure in the middle of one can
+//! only close the client's connection.
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::BackendConn;
 use crate::protocol::packet::{HEADER_LEN, PacketError, PacketReader, PacketWriter, frame_header};
 use crate::protocol::response::{PREFIX_LEN, ResponseError, ResponseKind, ResponseTracker, Step};
+
+/// Frames longer than this are forwarded piece by piece instead of whole.
+const STREAM_ABOVE: usize = 64 * 1024;
 
 /// How a response ended.
 #[derive(Debug, Clone, Copy)]
@@ -64,12 +72,15 @@ impl BackendConn {
         let mut tracker = ResponseTracker::new(kind, deprecate_eof);
         let mut last_seq = command_seq;
         let mut bytes = 0u64;
-        let fail = |error, tracker: &ResponseTracker, last_seq: u8, bytes| RelayFailure {
-            error,
-            error_seq: tracker
-                .can_end_with_error()
-                .then_some(last_seq.wrapping_add(1)),
-            bytes,
+        // An ERR packet may end the response only between whole packets, at a point where
+        // the protocol allows one.
+        let fail = |error, tracker: &ResponseTracker, frame_left: usize, last_seq: u8, bytes| {
+            RelayFailure {
+                error,
+                error_seq: (frame_left == 0 && tracker.can_end_with_error())
+                    .then_some(last_seq.wrapping_add(1)),
+                bytes,
+            }
         };
         // Bytes at the front of the read buffer that belong to the response and may be sent.
         let mut ready = 0usize;
@@ -94,17 +105,22 @@ impl BackendConn {
                     break;
                 };
                 let prefix_end = ready + HEADER_LEN + len.min(PREFIX_LEN);
-                if buffered.len() < prefix_end {
+                let needed = if len > STREAM_ABOVE {
+                    prefix_end
+                } else {
+                    ready + HEADER_LEN + len
+                };
+                if buffered.len() < needed {
                     break;
                 }
                 let expected = last_seq.wrapping_add(1);
                 if seq != expected {
                     let error = RelayError::BackendSequence { expected, got: seq };
-                    return Err(fail(error, &tracker, last_seq, bytes));
+                    return Err(fail(error, &tracker, 0, last_seq, bytes));
                 }
                 step = match tracker.on_frame(&buffered[ready + HEADER_LEN..prefix_end], len) {
                     Ok(step) => step,
-                    Err(e) => return Err(fail(e.into(), &tracker, last_seq, bytes)),
+                    Err(e) => return Err(fail(e.into(), &tracker, 0, last_seq, bytes)),
                 };
                 last_seq = seq;
                 ready += HEADER_LEN;
@@ -113,7 +129,13 @@ impl BackendConn {
 
             if ready > 0 {
                 if let Err(e) = client_out.write_through(&buffered[..ready]).await {
-                    return Err(fail(RelayError::Client(e), &tracker, last_seq, bytes));
+                    return Err(fail(
+                        RelayError::Client(e),
+                        &tracker,
+                        frame_left,
+                        last_seq,
+                        bytes,
+                    ));
                 }
                 bytes += ready as u64;
                 self.reader.consume(ready);
@@ -131,7 +153,7 @@ impl BackendConn {
                     Step::LocalInfile => {
                         last_seq = match self.upload_local_infile(last_seq, client_in).await {
                             Ok(seq) => seq,
-                            Err(error) => return Err(fail(error, &tracker, last_seq, bytes)),
+                            Err(error) => return Err(fail(error, &tracker, 0, last_seq, bytes)),
                         };
                         step = Step::More;
                         continue;
@@ -142,10 +164,24 @@ impl BackendConn {
             match self.reader.read_more().await {
                 Ok(0) => {
                     let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
-                    return Err(fail(RelayError::Backend(eof), &tracker, last_seq, bytes));
+                    return Err(fail(
+                        RelayError::Backend(eof),
+                        &tracker,
+                        frame_left,
+                        last_seq,
+                        bytes,
+                    ));
                 }
                 Ok(_) => {}
-                Err(e) => return Err(fail(RelayError::Backend(e), &tracker, last_seq, bytes)),
+                Err(e) => {
+                    return Err(fail(
+                        RelayError::Backend(e),
+                        &tracker,
+                        frame_left,
+                        last_seq,
+                        bytes,
+                    ));
+                }
             }
         }
     }

@@ -30,7 +30,7 @@ struct Credentials<'a> {
 impl Session {
     /// Greets the client, authenticates it and opens its backend connection.
     pub(super) async fn login(&mut self) -> Result<BackendConn, SessionError> {
-        let identity = self.shared.identity();
+        let identity = self.shared.identity().await;
         let plugin = self.shared.config.auth_plugin;
         let greeting = greeting_payload(&identity, self.id, &self.scramble, plugin.name());
         self.client_out

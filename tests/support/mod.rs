@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod raw;
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -28,21 +29,34 @@ pub fn shared_cluster(net: &'static str) -> &'static Cluster {
     })
 }
 
-/// The proxy's configuration for `cluster`, listening on an ephemeral port; `extra` is TOML
-/// appended to the file (more users, proxy settings).
-pub fn proxy_config(cluster: &Cluster, extra: &str) -> Config {
+/// The proxy's configuration for `cluster`, listening on an ephemeral port. `proxy_extra`
+/// goes into the `[proxy]` table; `tail` is appended to the file and so continues the
+/// application user's `[[users]]` table (its auth_plugin, say) or adds tables after it.
+pub fn proxy_config(cluster: &Cluster, proxy_extra: &str, tail: &str) -> Config {
     let text = format!(
-        "[proxy]\nlisten = '127.0.0.1:0'\n{extra}\n\
+        "[proxy]\nlisten = '127.0.0.1:0'\n{proxy_extra}\n\
          [primary]\nname = 'mysql-0'\naddress = '{}'\n\
-         [[users]]\nname = '{APP_USER}'\npassword = '{APP_PASSWORD}'\n",
+         [[users]]\nname = '{APP_USER}'\npassword = '{APP_PASSWORD}'\n{tail}\n",
         cluster.primary().address()
     );
     let file: FileConfig = toml::from_str(&text).expect("test config parses");
     Config::from_file(file, &Overrides::default(), &|_| None).expect("test config is valid")
 }
 
+/// Proxy logs go to the test's captured output (shown for failing tests); `RUST_LOG` sets
+/// the level, `warn` by default.
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
 /// Starts a proxy on the current runtime; it serves until the runtime ends.
 pub async fn start_proxy(config: Config) -> SocketAddr {
+    init_logs();
     let proxy = Proxy::bind(config).await.expect("bind proxy");
     let addr = proxy.local_addr().unwrap();
     tokio::spawn(proxy.serve(std::future::pending()));
