@@ -43,7 +43,13 @@ impl RawClient {
         }
         let handshake =
             HandshakePacket::deserialize((), &mut ParseBuf(&greeting.payload)).expect("greeting");
-        let capabilities = relayable_capabilities() & handshake.capabilities()
+        // What a typical driver asks for: not CLIENT_NO_SCHEMA (which forbids db.table
+        // names) nor CLIENT_IGNORE_SPACE (which changes how the server parses functions).
+        let unusual = CapabilityFlags::CLIENT_NO_SCHEMA
+            | CapabilityFlags::CLIENT_IGNORE_SPACE
+            | CapabilityFlags::CLIENT_ODBC
+            | CapabilityFlags::CLIENT_INTERACTIVE;
+        let capabilities = (relayable_capabilities() - unusual) & handshake.capabilities()
             | CapabilityFlags::CLIENT_PROTOCOL_41
             | CapabilityFlags::CLIENT_SECURE_CONNECTION
             | CapabilityFlags::CLIENT_PLUGIN_AUTH;
