@@ -138,6 +138,27 @@ fn check_accepts_a_good_config_and_explains_a_bad_one() {
 }
 
 #[test]
+fn the_shipped_deploy_config_is_valid() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/rwsplit.toml");
+    let out = rwsplit()
+        .args(["check", "--config", config])
+        .env("RWSPLIT_APP_PASSWORD", "from-a-secret")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("mysql-0.mysql (mysql-0.mysql:3306)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("mysql-2.mysql"), "{stdout}");
+}
+
+#[test]
 fn the_mariadb_client_works_through_the_binary() {
     let cluster = Cluster::start(NET, 0).unwrap();
     let dir = temp_dir("cli-client");

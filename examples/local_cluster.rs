@@ -1,0 +1,156 @@
+//! The local cluster, and rwsplit in front of it, for trying the proxy out: a MariaDB primary
+//! `mysql-0` on 127.0.10.1:3306 and replicas `mysql-1`, `mysql-2` on 127.0.10.2 and .3, as in
+//! the StatefulSet, replicating with GTID. Runs until Ctrl-C, then stops everything.
+//!
+//! `scripts/demo.sh` builds and runs this; `scripts/cluster.sh` runs it without the proxy.
+
+#[path = "../tests/support/cluster.rs"]
+mod cluster;
+
+use std::process::{Child, Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use cluster::{APP_PASSWORD, APP_USER, Cluster, MONITOR_PASSWORD, MONITOR_USER};
+
+#[derive(Parser)]
+#[command(about = "Run a local replicated MariaDB cluster, with rwsplit in front of it")]
+struct Args {
+    /// First three octets of the servers' loopback addresses.
+    #[arg(long, default_value = "127.0.10")]
+    net: String,
+    /// Number of replicas.
+    #[arg(long, default_value_t = 2)]
+    replicas: usize,
+    /// The rwsplit binary to run in front of the cluster; without it, only the cluster runs.
+    #[arg(long)]
+    proxy: Option<String>,
+    /// Where rwsplit listens.
+    #[arg(long, default_value = "127.0.0.1:3306")]
+    listen: String,
+    /// Exit after the demonstration instead of running until Ctrl-C.
+    #[arg(long)]
+    exit: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    println!(
+        "starting mysql-0 (primary) and {} replica(s) on {}.1..",
+        args.replicas, args.net
+    );
+    let cluster = match Cluster::start(&args.net, args.replicas) {
+        Ok(cluster) => cluster,
+        Err(e) => {
+            eprintln!("local cluster: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for server in &cluster.servers {
+        let role = if server.server_id == 1 {
+            "primary"
+        } else {
+            "replica"
+        };
+        println!("  {} ({role}) on {}", server.name, server.address());
+    }
+    println!(
+        "  users: {APP_USER}/{APP_PASSWORD} (application), {MONITOR_USER}/{MONITOR_PASSWORD} (monitor)"
+    );
+
+    let mut proxy = None;
+    if let Some(binary) = &args.proxy {
+        match start_proxy(binary, &cluster, &args.listen) {
+            Ok(child) => proxy = Some(child),
+            Err(e) => {
+                eprintln!("rwsplit: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        if let Err(e) = demonstrate(&cluster, &args.listen) {
+            eprintln!("demonstration failed: {e}");
+            stop(proxy, cluster);
+            return ExitCode::FAILURE;
+        }
+    }
+    if !args.exit {
+        println!("\nrunning; press Ctrl-C to stop");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _ = runtime.block_on(tokio::signal::ctrl_c());
+    }
+    println!("stopping");
+    stop(proxy, cluster);
+    ExitCode::SUCCESS
+}
+
+fn start_proxy(binary: &str, cluster: &Cluster, listen: &str) -> Result<Child, String> {
+    let config = cluster.dir.join("rwsplit.toml");
+    let mut text = format!(
+        "[proxy]\nlisten = '{listen}'\n\n[primary]\nname = '{}'\naddress = '{}'\n",
+        cluster.primary().name,
+        cluster.primary().address()
+    );
+    for replica in cluster.replicas() {
+        text += &format!(
+            "\n[[replicas]]\nname = '{}'\naddress = '{}'\n",
+            replica.name,
+            replica.address()
+        );
+    }
+    text += &format!("\n[[users]]\nname = '{APP_USER}'\npassword_env = 'RWSPLIT_APP_PASSWORD'\n");
+    std::fs::write(&config, text).map_err(|e| e.to_string())?;
+    println!("\nrwsplit on {listen}, configuration {}", config.display());
+    let child = Command::new(binary)
+        .arg("--config")
+        .arg(&config)
+        .env("RWSPLIT_APP_PASSWORD", APP_PASSWORD)
+        .spawn()
+        .map_err(|e| format!("cannot run {binary}: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(listen).is_err() {
+        if Instant::now() > deadline {
+            return Err(format!("not listening on {listen}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(child)
+}
+
+/// Shows the `mariadb` client talking through the proxy, and the write replicating.
+fn demonstrate(cluster: &Cluster, listen: &str) -> Result<(), String> {
+    let (host, port) = listen.rsplit_once(':').ok_or("listen needs host:port")?;
+    let statements =
+        "CREATE TABLE IF NOT EXISTS app.demo (id INT AUTO_INCREMENT PRIMARY KEY, note VARCHAR(40));
+         INSERT INTO app.demo (note) VALUES ('written through rwsplit');
+         SELECT @@hostname AS host, @@server_id AS server_id, @@version AS version;
+         SELECT COUNT(*) AS demo_rows FROM app.demo;";
+    println!("\n$ mariadb -h {host} -P {port} -u {APP_USER} -p{APP_PASSWORD} -e \"...\"");
+    let output = Command::new("mariadb")
+        .args(["--no-defaults", "-h", host, "-P", port, "-u", APP_USER])
+        .arg(format!("-p{APP_PASSWORD}"))
+        .args(["--table", "-e", statements])
+        .output()
+        .map_err(|e| format!("cannot run the mariadb client: {e}"))?;
+    print!("{}", String::from_utf8_lossy(&output.stdout));
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    cluster.wait_replicas_caught_up(Duration::from_secs(30))?;
+    for (k, replica) in cluster.servers.iter().enumerate().skip(1) {
+        let rows = cluster.sql(k, "SELECT COUNT(*) FROM app.demo")?;
+        println!("{} (replica) has {rows} row(s) in app.demo", replica.name);
+    }
+    println!("\nconnect yourself: mariadb -h {host} -P {port} -u {APP_USER} -p{APP_PASSWORD} app");
+    Ok(())
+}
+
+fn stop(proxy: Option<Child>, cluster: Cluster) {
+    if let Some(mut child) = proxy {
+        let _ = Command::new("kill").arg(child.id().to_string()).status();
+        let _ = child.wait();
+    }
+    cluster.stop();
+}
