@@ -491,6 +491,21 @@ async fn malformed_input_gets_errors_and_spares_other_clients() {
     assert_eq!(errors.len(), 1);
     assert_eq!((errors[0].code, &errors[0].state), (1153, b"08S01"));
 
+    // The same while the client goes on sending the oversized packet: the error still arrives.
+    let mut client = RawClient::connect(addr, APP_USER, APP_PASSWORD, None)
+        .await
+        .unwrap();
+    let mut oversized = vec![0xff, 0xff, 0xff, 0, codes::COM_QUERY];
+    oversized.resize(4 * 1024 * 1024, b'x');
+    let writer = tokio::spawn(async move {
+        let _ = client.writer.write_through(&oversized).await;
+        client
+    });
+    let mut client = writer.await.unwrap();
+    let errors = errors_until_closed(&mut client).await;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].code, 1153);
+
     // A command that does not start a new sequence.
     let mut client = RawClient::connect(addr, APP_USER, APP_PASSWORD, None)
         .await
@@ -626,6 +641,19 @@ async fn backend_dying_mid_result_gives_the_client_an_error() {
     assert_eq!(one, 1, "served again once the backend is back");
 }
 
+/// Placeholder for the statement id of the last successful PREPARE on the connection.
+const LAST_STMT: [u8; 4] = [0xee, 0xee, 0xee, 0xee];
+
+/// Replaces `LAST_STMT` in a COM_STMT_* command with `id`.
+fn with_statement_id(mut command: Vec<u8>, id: Option<[u8; 4]>) -> Vec<u8> {
+    if let Some(id) = id
+        && command.get(1..5) == Some(&LAST_STMT[..])
+    {
+        command[1..5].copy_from_slice(&id);
+    }
+    command
+}
+
 /// One step of the transparency corpus: a raw command payload.
 fn corpus() -> Vec<(String, Vec<u8>)> {
     let query = |sql: &str| {
@@ -681,8 +709,12 @@ fn corpus() -> Vec<(String, Vec<u8>)> {
         ),
         ("COM_STMT_PREPARE error".into(), b"\x16SELECT FROM".to_vec()),
     ];
-    // Execute statement 1 with (varchar 'p', longlong 2), then reset and close it.
-    let mut execute = vec![codes::COM_STMT_EXECUTE, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1];
+    // Execute the prepared statement with (varchar 'p', longlong 2), then reset it. Statement
+    // ids are the server's per-connection counter: LAST_STMT stands for the id each
+    // connection's last PREPARE returned.
+    let mut execute = vec![codes::COM_STMT_EXECUTE];
+    execute.extend_from_slice(&LAST_STMT);
+    execute.extend_from_slice(&[0, 1, 0, 0, 0, 0, 1]);
     execute.extend_from_slice(&[0xfd, 0, 0x08, 0, 1, b'p']);
     execute.extend_from_slice(&2i64.to_le_bytes());
     steps.push(("COM_STMT_EXECUTE".into(), execute));
@@ -727,9 +759,18 @@ async fn responses_are_byte_for_byte_those_of_the_server() {
         "same capabilities negotiated"
     );
     let mut compared = 0;
+    let (mut direct_stmt, mut proxied_stmt) = (None, None);
     for (name, command) in corpus() {
-        let expected = direct.command(&command).await;
-        let got = proxied.command(&command).await;
+        let expected = direct
+            .command(&with_statement_id(command.clone(), direct_stmt))
+            .await;
+        let got = proxied
+            .command(&with_statement_id(command.clone(), proxied_stmt))
+            .await;
+        if command[0] == codes::COM_STMT_PREPARE && error_of(&expected).is_none() {
+            direct_stmt = Some(expected[0].1[1..5].try_into().unwrap());
+            proxied_stmt = Some(got[0].1[1..5].try_into().unwrap());
+        }
         assert_eq!(
             got.len(),
             expected.len(),

@@ -19,6 +19,10 @@ use crate::protocol::packet::{PacketError, PacketReader, PacketWriter};
 use crate::protocol::response::ResponseKind;
 use crate::server::Shared;
 
+/// How long, and how much input, a connection closed for a protocol violation is drained.
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+const LINGER_MAX_BYTES: usize = 64 << 20;
+
 /// Why a session ended.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -195,9 +199,27 @@ impl Session {
         }
     }
 
-    /// Sends `err` and ends the session with it.
+    /// Sends `err` and ends the session with it. The client may still be sending (the rest
+    /// of an oversized packet, say): closing a socket with unread input resets the connection,
+    /// which can destroy the error before the client reads it. So the proxy half-closes and
+    /// discards the client's input for a bounded time first.
     async fn fail_client(&mut self, seq: u8, err: SqlError) -> SessionError {
         let _ = self.client_out.send(seq, &err.to_payload()).await;
+        let _ = self.client_out.shutdown().await;
+        let drain = async {
+            let mut discarded = 0usize;
+            while discarded < LINGER_MAX_BYTES {
+                match self.client_in.read_more().await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let n = self.client_in.buffered().len();
+                        self.client_in.consume(n);
+                        discarded += n;
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER_TIME, drain).await;
         SessionError::ClientProtocol(err)
     }
 
