@@ -62,6 +62,20 @@ pub struct Connected {
     pub ok_payload: Vec<u8>,
 }
 
+/// Reads a server's greeting, or the error a server sends instead of one (too many
+/// connections, host blocked); returns its sequence id and the parsed handshake.
+async fn read_greeting<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut PacketReader<R>,
+) -> Result<(u8, HandshakePacket<'static>), BackendError> {
+    let greeting = reader.read_packet(MAX_HANDSHAKE_PACKET).await?;
+    if let Some(err) = SqlError::from_payload(&greeting.payload) {
+        return Err(BackendError::Refused(err));
+    }
+    let handshake = HandshakePacket::deserialize((), &mut ParseBuf(&greeting.payload))
+        .map_err(|e| BackendError::Incompatible(format!("unreadable greeting: {e}")))?;
+    Ok((greeting.seq, handshake.into_owned()))
+}
+
 impl From<std::io::Error> for BackendError {
     fn from(e: std::io::Error) -> Self {
         BackendError::Packet(PacketError::Io(e))
@@ -95,12 +109,7 @@ impl BackendConn {
         let mut reader = PacketReader::new(read);
         let mut writer = PacketWriter::new(write);
 
-        let greeting = reader.read_packet(MAX_HANDSHAKE_PACKET).await?;
-        if let Some(err) = SqlError::from_payload(&greeting.payload) {
-            return Err(BackendError::Refused(err));
-        }
-        let handshake = HandshakePacket::deserialize((), &mut ParseBuf(&greeting.payload))
-            .map_err(|e| BackendError::Incompatible(format!("unreadable greeting: {e}")))?;
+        let (greeting_seq, handshake) = read_greeting(&mut reader).await?;
         let identity = ServerIdentity::from_greeting(&handshake);
         let missing = login.capabilities & relayable_capabilities() & !handshake.capabilities();
         // MariaDB clears CLIENT_LONG_PASSWORD ("CLIENT_MYSQL") to announce its extended
@@ -127,7 +136,7 @@ impl BackendConn {
         });
         let version = handshake.server_version_parsed().unwrap_or((5, 7, 0));
         let hello = backend_hello_payload(login, version, plugin.clone(), &data);
-        let mut seq = writer.send(greeting.seq.wrapping_add(1), &hello).await?;
+        let mut seq = writer.send(greeting_seq.wrapping_add(1), &hello).await?;
 
         loop {
             let packet = reader.read_packet_seq(seq, MAX_HANDSHAKE_PACKET).await?;
@@ -206,13 +215,7 @@ impl BackendConn {
                     address: endpoint.address.clone(),
                     source,
                 })?;
-            let mut reader = PacketReader::new(stream);
-            let greeting = reader.read_packet(MAX_HANDSHAKE_PACKET).await?;
-            if let Some(err) = SqlError::from_payload(&greeting.payload) {
-                return Err(BackendError::Refused(err));
-            }
-            let handshake = HandshakePacket::deserialize((), &mut ParseBuf(&greeting.payload))
-                .map_err(|e| BackendError::Incompatible(format!("unreadable greeting: {e}")))?;
+            let (_, handshake) = read_greeting(&mut PacketReader::new(stream)).await?;
             Ok(ServerIdentity::from_greeting(&handshake))
         };
         tokio::time::timeout(timeout, probe)

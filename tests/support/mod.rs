@@ -110,3 +110,27 @@ pub async fn query_one<T: mysql_async::prelude::FromValue + Send + 'static>(
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .unwrap_or_else(|| panic!("{sql}: no row"))
 }
+
+/// A table with a column of every kind, and rows that exercise them (NULLs included).
+pub const TYPES_TABLE: &str = "CREATE TABLE IF NOT EXISTS app.all_types (
+    id INT PRIMARY KEY,
+    t TINYINT, s SMALLINT UNSIGNED, m MEDIUMINT, i INT, b BIGINT UNSIGNED,
+    d DECIMAL(30,10), f FLOAT, db DOUBLE, bits BIT(10),
+    dt DATE, dtm DATETIME(6), ts TIMESTAMP(3) NULL, tm TIME(4), y YEAR,
+    c CHAR(10) CHARACTER SET latin1, v VARCHAR(100) CHARACTER SET utf8mb4,
+    v2 VARCHAR(50) CHARACTER SET cp1251, v3 VARCHAR(50) CHARACTER SET ujis,
+    bin BINARY(4), vb VARBINARY(20), tx TEXT, bl BLOB, j JSON,
+    e ENUM('red','green'), st SET('a','b','c'), g POINT
+)";
+
+pub const TYPES_ROWS: &str = "INSERT IGNORE INTO app.all_types VALUES
+    (1, -128, 65535, -8388608, 2147483647, 18446744073709551615,
+     12345678901234567890.0123456789, 3.25, -2.5e-300, b'1010101010',
+     '2024-02-29', '2024-02-29 23:59:59.999999', '2038-01-19 03:14:07.123', '-838:59:59.9999', 2155,
+     'latin é', 'emoji 🐬 ünïcödé', 'кириллица', '日本語テキスト',
+     x'00ff10ab', x'deadbeef', REPEAT('text ', 100), x'000102030405', '{\"k\": [1, 2, {\"n\": null}]}',
+     'green', 'a,c', ST_GeomFromText('POINT(1 2)')),
+    (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+     NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+    (3, 0, 0, 0, 0, 0, 0, 0, 0, b'0', '1000-01-01', '1000-01-01 00:00:00', '1970-01-01 00:00:01',
+     '00:00:00', 1901, '', '', '', '', x'00000000', '', '', '', '[]', 'red', '', ST_GeomFromText('POINT(0 0)'))";
