@@ -39,12 +39,16 @@ impl Shared {
         if let Some(known) = self.identity.read().expect("not poisoned").clone() {
             return known;
         }
-        match BackendConn::probe(&self.config.primary, self.config.connect_timeout).await {
+        let primary = &self.config.primary;
+        match BackendConn::probe(primary, self.config.connect_timeout).await {
             Ok(identity) => {
                 self.learn_identity(&identity);
                 identity
             }
-            Err(_) => ServerIdentity::fallback(),
+            Err(e) => {
+                warn!(primary = %primary.name, error = %e, "primary not reachable");
+                ServerIdentity::fallback()
+            }
         }
     }
 
@@ -144,11 +148,8 @@ async fn refuse(mut stream: TcpStream, err: SqlError) {
 }
 
 /// Reads the primary's greeting at start-up, so that the first clients already see the real
-/// server version; later logins keep it current.
+/// server version (and an unreachable primary is reported at once); later logins keep it
+/// current.
 async fn learn_primary_identity(shared: Arc<Shared>) {
-    let primary = &shared.config.primary;
-    match BackendConn::probe(primary, shared.config.connect_timeout).await {
-        Ok(identity) => shared.learn_identity(&identity),
-        Err(e) => warn!(primary = %primary.name, error = %e, "primary not reachable at start-up"),
-    }
+    shared.identity().await;
 }

@@ -51,6 +51,31 @@ pub struct RelayFailure {
     pub bytes: u64,
 }
 
+/// Where a relay stands: enough to say, if it fails, whether the client can still be sent
+/// an ERR packet and with which sequence id.
+struct RelayState {
+    tracker: ResponseTracker,
+    /// Sequence id of the last frame seen from the backend.
+    last_seq: u8,
+    /// Payload bytes of the current frame not yet forwarded.
+    frame_left: usize,
+    /// Bytes relayed to the client.
+    bytes: u64,
+}
+
+impl RelayState {
+    /// An ERR packet may end the response only between whole packets, at a point where the
+    /// protocol allows one.
+    fn failure(&self, error: RelayError) -> RelayFailure {
+        RelayFailure {
+            error,
+            error_seq: (self.frame_left == 0 && self.tracker.can_end_with_error())
+                .then_some(self.last_seq.wrapping_add(1)),
+            bytes: self.bytes,
+        }
+    }
+}
+
 impl BackendConn {
     /// Relays the response to the command just sent, whose last packet had sequence id
     /// `command_seq`. A LOCAL INFILE request is answered by relaying the client's file
@@ -69,32 +94,23 @@ impl BackendConn {
         let deprecate_eof = self
             .capabilities
             .contains(mysql_common::constants::CapabilityFlags::CLIENT_DEPRECATE_EOF);
-        let mut tracker = ResponseTracker::new(kind, deprecate_eof);
-        let mut last_seq = command_seq;
-        let mut bytes = 0u64;
-        // An ERR packet may end the response only between whole packets, at a point where
-        // the protocol allows one.
-        let fail = |error, tracker: &ResponseTracker, frame_left: usize, last_seq: u8, bytes| {
-            RelayFailure {
-                error,
-                error_seq: (frame_left == 0 && tracker.can_end_with_error())
-                    .then_some(last_seq.wrapping_add(1)),
-                bytes,
-            }
+        let mut state = RelayState {
+            tracker: ResponseTracker::new(kind, deprecate_eof),
+            last_seq: command_seq,
+            frame_left: 0,
+            bytes: 0,
         };
         // Bytes at the front of the read buffer that belong to the response and may be sent.
         let mut ready = 0usize;
-        // Payload bytes of the current frame not yet in `ready`.
-        let mut frame_left = 0usize;
         let mut step = Step::More;
         loop {
             let buffered = self.reader.buffered();
             loop {
-                if frame_left > 0 {
-                    let take = frame_left.min(buffered.len() - ready);
+                if state.frame_left > 0 {
+                    let take = state.frame_left.min(buffered.len() - ready);
                     ready += take;
-                    frame_left -= take;
-                    if frame_left > 0 {
+                    state.frame_left -= take;
+                    if state.frame_left > 0 {
                         break;
                     }
                 }
@@ -113,47 +129,43 @@ impl BackendConn {
                 if buffered.len() < needed {
                     break;
                 }
-                let expected = last_seq.wrapping_add(1);
+                let expected = state.last_seq.wrapping_add(1);
                 if seq != expected {
                     let error = RelayError::BackendSequence { expected, got: seq };
-                    return Err(fail(error, &tracker, 0, last_seq, bytes));
+                    return Err(state.failure(error));
                 }
-                step = match tracker.on_frame(&buffered[ready + HEADER_LEN..prefix_end], len) {
+                let prefix = &buffered[ready + HEADER_LEN..prefix_end];
+                step = match state.tracker.on_frame(prefix, len) {
                     Ok(step) => step,
-                    Err(e) => return Err(fail(e.into(), &tracker, 0, last_seq, bytes)),
+                    Err(e) => return Err(state.failure(e.into())),
                 };
-                last_seq = seq;
+                state.last_seq = seq;
                 ready += HEADER_LEN;
-                frame_left = len;
+                state.frame_left = len;
             }
 
             if ready > 0 {
                 if let Err(e) = client_out.write_through(&buffered[..ready]).await {
-                    return Err(fail(
-                        RelayError::Client(e),
-                        &tracker,
-                        frame_left,
-                        last_seq,
-                        bytes,
-                    ));
+                    return Err(state.failure(RelayError::Client(e)));
                 }
-                bytes += ready as u64;
+                state.bytes += ready as u64;
                 self.reader.consume(ready);
                 ready = 0;
             }
-            if frame_left == 0 {
+            if state.frame_left == 0 {
                 match step {
                     Step::Done => {
                         return Ok(RelayOutcome {
-                            status_flags: tracker.status_flags(),
-                            error: tracker.is_error(),
-                            bytes,
+                            status_flags: state.tracker.status_flags(),
+                            error: state.tracker.is_error(),
+                            bytes: state.bytes,
                         });
                     }
                     Step::LocalInfile => {
-                        last_seq = match self.upload_local_infile(last_seq, client_in).await {
+                        let uploaded = self.upload_local_infile(state.last_seq, client_in).await;
+                        state.last_seq = match uploaded {
                             Ok(seq) => seq,
-                            Err(error) => return Err(fail(error, &tracker, 0, last_seq, bytes)),
+                            Err(error) => return Err(state.failure(error)),
                         };
                         step = Step::More;
                         continue;
@@ -164,24 +176,10 @@ impl BackendConn {
             match self.reader.read_more().await {
                 Ok(0) => {
                     let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
-                    return Err(fail(
-                        RelayError::Backend(eof),
-                        &tracker,
-                        frame_left,
-                        last_seq,
-                        bytes,
-                    ));
+                    return Err(state.failure(RelayError::Backend(eof)));
                 }
                 Ok(_) => {}
-                Err(e) => {
-                    return Err(fail(
-                        RelayError::Backend(e),
-                        &tracker,
-                        frame_left,
-                        last_seq,
-                        bytes,
-                    ));
-                }
+                Err(e) => return Err(state.failure(RelayError::Backend(e))),
             }
         }
     }
