@@ -8,7 +8,7 @@
 mod cluster;
 
 use std::process::{Child, Command, ExitCode};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Parser;
 use cluster::{APP_PASSWORD, APP_USER, Cluster, MONITOR_PASSWORD, MONITOR_USER};
@@ -109,12 +109,11 @@ fn start_proxy(binary: &str, cluster: &Cluster, listen: &str) -> Result<Child, S
         .env("RWSPLIT_APP_PASSWORD", APP_PASSWORD)
         .spawn()
         .map_err(|e| format!("cannot run {binary}: {e}"))?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(listen).is_err() {
-        if Instant::now() > deadline {
-            return Err(format!("not listening on {listen}"));
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    if let Err(e) = cluster::wait_listening(listen, Duration::from_secs(20)) {
+        let mut child = child;
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
     }
     Ok(child)
 }

@@ -5,7 +5,7 @@ mod support;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::*;
 
@@ -49,12 +49,10 @@ fn start_binary(config: &std::path::Path, port: u16) -> Running {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "rwsplit did not start listening");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Running(child)
+    let running = Running(child);
+    support::cluster::wait_listening(&format!("127.0.0.1:{port}"), Duration::from_secs(20))
+        .expect("rwsplit starts listening");
+    running
 }
 
 fn mariadb(port: u16, password: &str, args: &[&str]) -> std::process::Output {
@@ -65,6 +63,23 @@ fn mariadb(port: u16, password: &str, args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .unwrap()
+}
+
+/// Runs `rwsplit check` on `config` with the password variable `password_env` set; the
+/// configuration must be valid. Returns the summary it printed.
+fn check_valid(config: &str, password_env: &str) -> String {
+    let out = rwsplit()
+        .args(["check", "--config", config])
+        .env(password_env, "from-a-secret")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }
 
 #[test]
@@ -90,17 +105,7 @@ fn check_accepts_a_good_config_and_explains_a_bad_one() {
          [[users]]\nname = 'app'\npassword_env = 'APP_PASSWORD'\n",
     )
     .unwrap();
-    let out = rwsplit()
-        .args(["check", "--config", good.to_str().unwrap()])
-        .env("APP_PASSWORD", "x")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = check_valid(good.to_str().unwrap(), "APP_PASSWORD");
     assert!(stdout.contains("configuration is valid"));
     assert!(stdout.contains("127.0.10.2:3306"));
 
@@ -140,17 +145,7 @@ fn check_accepts_a_good_config_and_explains_a_bad_one() {
 #[test]
 fn the_shipped_deploy_config_is_valid() {
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/rwsplit.toml");
-    let out = rwsplit()
-        .args(["check", "--config", config])
-        .env("RWSPLIT_APP_PASSWORD", "from-a-secret")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = check_valid(config, "RWSPLIT_APP_PASSWORD");
     assert!(
         stdout.contains("mysql-0.mysql (mysql-0.mysql:3306)"),
         "{stdout}"

@@ -92,26 +92,34 @@ async fn connect_with_database_and_unknown_database() {
     assert!(err.message.contains("no_such_db"));
 }
 
+/// Starts a proxy with `config`; the application user logs in and queries, a wrong password
+/// is denied.
+async fn login_and_denial(config: rwsplit::config::Config) {
+    let addr = start_proxy(config).await;
+    let mut conn = Conn::new(app_opts(addr, None)).await.unwrap();
+    let one: u8 = query_one(&mut conn, "SELECT 1").await;
+    assert_eq!(one, 1);
+    let wrong = opts("127.0.0.1", addr.port(), APP_USER, "wrong", None);
+    assert_eq!(server_error(Conn::new(wrong).await).code, 1045);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caching_sha2_password_greeting_and_auth_switch() {
     // The greeting offers caching_sha2_password: mysql_async answers with it (fast auth).
-    let config = proxy_config(cluster(), "auth_plugin = 'caching_sha2_password'", "");
-    let addr = start_proxy(config).await;
-    let mut conn = Conn::new(app_opts(addr, None)).await.unwrap();
-    let one: u8 = query_one(&mut conn, "SELECT 1").await;
-    assert_eq!(one, 1);
-    let wrong = opts("127.0.0.1", addr.port(), APP_USER, "wrong", None);
-    assert_eq!(server_error(Conn::new(wrong).await).code, 1045);
-
+    login_and_denial(proxy_config(
+        cluster(),
+        "auth_plugin = 'caching_sha2_password'",
+        "",
+    ))
+    .await;
     // The greeting offers native password, but the user must use caching_sha2_password:
     // the client is switched over and logs in.
-    let config = proxy_config(cluster(), "", "auth_plugin = 'caching_sha2_password'");
-    let addr = start_proxy(config).await;
-    let mut conn = Conn::new(app_opts(addr, None)).await.unwrap();
-    let one: u8 = query_one(&mut conn, "SELECT 1").await;
-    assert_eq!(one, 1);
-    let wrong = opts("127.0.0.1", addr.port(), APP_USER, "wrong", None);
-    assert_eq!(server_error(Conn::new(wrong).await).code, 1045);
+    login_and_denial(proxy_config(
+        cluster(),
+        "",
+        "auth_plugin = 'caching_sha2_password'",
+    ))
+    .await;
 }
 
 /// Everything a client receives for a result: column metadata and values.

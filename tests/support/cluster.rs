@@ -366,6 +366,18 @@ fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Waits until something accepts TCP connections on `address` (a process just started).
+pub fn wait_listening(address: &str, timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    while TcpStream::connect(address).is_err() {
+        if Instant::now() > deadline {
+            return Err(format!("nothing listening on {address} after {timeout:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
 /// Writes a line to stderr at once (tests capture stdout).
 pub fn note(message: &str) {
     let _ = writeln!(std::io::stderr(), "{message}");
