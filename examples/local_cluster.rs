@@ -118,30 +118,45 @@ fn start_proxy(binary: &str, cluster: &Cluster, listen: &str) -> Result<Child, S
     Ok(child)
 }
 
-/// Shows the `mariadb` client talking through the proxy, and the write replicating.
+/// Shows the `mariadb` client talking through the proxy: the write goes to the primary and
+/// replicates, reads are spread over the replicas, a transaction stays on the primary.
 fn demonstrate(cluster: &Cluster, listen: &str) -> Result<(), String> {
     let (host, port) = listen.rsplit_once(':').ok_or("listen needs host:port")?;
-    let statements =
+    let client = |statements: &str| -> Result<(), String> {
+        println!("\n$ mariadb -h {host} -P {port} -u {APP_USER} -p{APP_PASSWORD} -e \"...\"");
+        let output = Command::new("mariadb")
+            .args(["--no-defaults", "-h", host, "-P", port, "-u", APP_USER])
+            .arg(format!("-p{APP_PASSWORD}"))
+            .args(["--table", "-e", statements])
+            .output()
+            .map_err(|e| format!("cannot run the mariadb client: {e}"))?;
+        print!("{}", String::from_utf8_lossy(&output.stdout));
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).into_owned())
+        }
+    };
+    client(
         "CREATE TABLE IF NOT EXISTS app.demo (id INT AUTO_INCREMENT PRIMARY KEY, note VARCHAR(40));
          INSERT INTO app.demo (note) VALUES ('written through rwsplit');
-         SELECT @@hostname AS host, @@server_id AS server_id, @@version AS version;
-         SELECT COUNT(*) AS demo_rows FROM app.demo;";
-    println!("\n$ mariadb -h {host} -P {port} -u {APP_USER} -p{APP_PASSWORD} -e \"...\"");
-    let output = Command::new("mariadb")
-        .args(["--no-defaults", "-h", host, "-P", port, "-u", APP_USER])
-        .arg(format!("-p{APP_PASSWORD}"))
-        .args(["--table", "-e", statements])
-        .output()
-        .map_err(|e| format!("cannot run the mariadb client: {e}"))?;
-    print!("{}", String::from_utf8_lossy(&output.stdout));
-    if !output.status.success() {
-        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
-    }
+         SELECT LAST_INSERT_ID() AS inserted_id, @@hostname AS host, @@server_id AS server_id,
+                @@version AS version;",
+    )?;
     cluster.wait_replicas_caught_up(Duration::from_secs(30))?;
     for (k, replica) in cluster.servers.iter().enumerate().skip(1) {
         let rows = cluster.sql(k, "SELECT COUNT(*) FROM app.demo")?;
         println!("{} (replica) has {rows} row(s) in app.demo", replica.name);
     }
+    println!(
+        "\nreads are spread over the replicas (server_id 2, 3, ...), a transaction is the primary's (1):"
+    );
+    client(
+        "SELECT @@server_id AS read_on, COUNT(*) AS demo_rows FROM app.demo;
+         SELECT @@server_id AS read_on, COUNT(*) AS demo_rows FROM app.demo;
+         SELECT @@server_id AS read_on, COUNT(*) AS demo_rows FROM app.demo;
+         BEGIN; SELECT @@server_id AS in_transaction_on; COMMIT;",
+    )?;
     println!("\nconnect yourself: mariadb -h {host} -P {port} -u {APP_USER} -p{APP_PASSWORD} app");
     Ok(())
 }

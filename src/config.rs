@@ -17,6 +17,7 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 pub const DEFAULT_MAX_PACKET_SIZE: usize = 64 << 20;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_PACKET_SIZE_LIMIT: usize = 1 << 30;
+pub const DEFAULT_MAX_SESSION_HISTORY: usize = 256;
 
 /// The file as written.
 #[derive(Debug, Default, Deserialize)]
@@ -24,6 +25,8 @@ const MAX_PACKET_SIZE_LIMIT: usize = 1 << 30;
 pub struct FileConfig {
     #[serde(default)]
     pub proxy: ProxySection,
+    #[serde(default)]
+    pub routing: RoutingSection,
     pub primary: Option<EndpointSection>,
     #[serde(default)]
     pub replicas: Vec<EndpointSection>,
@@ -39,6 +42,13 @@ pub struct ProxySection {
     pub max_packet_size: Option<usize>,
     pub connect_timeout: Option<String>,
     pub auth_plugin: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingSection {
+    pub fallback_to_primary: Option<bool>,
+    pub max_session_history: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,6 +103,26 @@ pub struct Config {
     pub primary: Endpoint,
     pub replicas: Vec<Endpoint>,
     pub users: HashMap<String, User>,
+    pub routing: Routing,
+}
+
+/// How statements are spread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routing {
+    /// Reads go to the primary when no replica is eligible; otherwise they fail.
+    pub fallback_to_primary: bool,
+    /// Session-changing statements remembered for replay on replica connections; a session
+    /// that sets up more than this stays on the primary from then on.
+    pub max_session_history: usize,
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Self {
+            fallback_to_primary: true,
+            max_session_history: DEFAULT_MAX_SESSION_HISTORY,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -205,6 +235,14 @@ impl Config {
             names.push(&replica.name);
         }
 
+        let routing = Routing {
+            fallback_to_primary: file.routing.fallback_to_primary.unwrap_or(true),
+            max_session_history: file
+                .routing
+                .max_session_history
+                .unwrap_or(DEFAULT_MAX_SESSION_HISTORY),
+        };
+
         let mut users = HashMap::new();
         if file.users.is_empty() {
             problems.push(
@@ -248,6 +286,7 @@ impl Config {
             primary,
             replicas,
             users,
+            routing,
         })
     }
 }

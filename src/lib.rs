@@ -7,5 +7,7 @@ pub mod backend;
 pub mod classify;
 pub mod config;
 pub mod protocol;
+pub mod router;
 pub mod server;
 pub mod session;
+pub mod topology;

@@ -15,10 +15,13 @@ use crate::config::Config;
 use crate::protocol::codes::SqlError;
 use crate::protocol::handshake::ServerIdentity;
 use crate::protocol::packet::encode_packet;
+use crate::topology::Backends;
 
 /// State every session reads.
 pub struct Shared {
     pub config: Config,
+    /// The backends and the balancer's state.
+    pub backends: Backends,
     /// What the greeting says the server is: learned from the backends' own greetings.
     identity: RwLock<Option<ServerIdentity>>,
     next_connection_id: AtomicU32,
@@ -27,6 +30,7 @@ pub struct Shared {
 impl Shared {
     pub fn new(config: Config) -> Self {
         Self {
+            backends: Backends::from_config(&config),
             config,
             identity: RwLock::new(None),
             next_connection_id: AtomicU32::new(1),

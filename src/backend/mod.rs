@@ -13,7 +13,7 @@ use mysql_common::proto::MyDeserialize;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
-pub use relay::{RelayError, RelayFailure, RelayOutcome};
+pub use relay::{Collected, PrepareOk, RelayError, RelayFailure, RelayOutcome};
 
 use crate::auth::{backend_auth_data, sha2_rsa_encrypt};
 use crate::config::Endpoint;

@@ -26,6 +26,31 @@ pub struct RelayOutcome {
     pub error: bool,
     /// Bytes relayed to the client.
     pub bytes: u64,
+    /// A COM_STMT_PREPARE succeeded: what the server's PREPARE_OK said.
+    pub prepared: Option<PrepareOk>,
+}
+
+/// The fixed part of COM_STMT_PREPARE_OK (MySQL Internals, "COM_STMT_PREPARE Response"):
+/// `00`, statement id (4), column count (2), parameter count (2), filler, warnings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrepareOk {
+    /// The id the backend gave the statement.
+    pub statement_id: u32,
+    pub params: u16,
+}
+
+impl PrepareOk {
+    const LEN: usize = 12;
+
+    fn parse(payload: &[u8]) -> Option<Self> {
+        if payload.len() < Self::LEN || payload[0] != 0x00 {
+            return None;
+        }
+        Some(Self {
+            statement_id: u32::from_le_bytes(payload[1..5].try_into().ok()?),
+            params: u16::from_le_bytes([payload[7], payload[8]]),
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,12 +105,16 @@ impl BackendConn {
     /// Relays the response to the command just sent, whose last packet had sequence id
     /// `command_seq`. A LOCAL INFILE request is answered by relaying the client's file
     /// packets to the server.
+    ///
+    /// For a COM_STMT_PREPARE, `client_statement_id` replaces the backend's statement id in
+    /// the PREPARE_OK the client sees (the backend's is in the outcome).
     pub async fn relay_response<CR, CW>(
         &mut self,
         kind: ResponseKind,
         command_seq: u8,
         client_in: &mut PacketReader<CR>,
         client_out: &mut PacketWriter<CW>,
+        client_statement_id: Option<u32>,
     ) -> Result<RelayOutcome, RelayFailure>
     where
         CR: AsyncRead + Unpin,
@@ -103,7 +132,10 @@ impl BackendConn {
         // Bytes at the front of the read buffer that belong to the response and may be sent.
         let mut ready = 0usize;
         let mut step = Step::More;
+        let mut prepared = None;
         loop {
+            // Where a PREPARE_OK's payload starts in the buffer, to patch before forwarding.
+            let mut patch_at = None;
             let buffered = self.reader.buffered();
             loop {
                 if state.frame_left > 0 {
@@ -135,6 +167,11 @@ impl BackendConn {
                     return Err(state.failure(error));
                 }
                 let prefix = &buffered[ready + HEADER_LEN..prefix_end];
+                if kind == ResponseKind::Prepare && state.bytes == 0 && ready == 0 {
+                    // The first frame is small and therefore whole in the buffer.
+                    prepared = PrepareOk::parse(&buffered[HEADER_LEN..HEADER_LEN + len]);
+                    patch_at = prepared.map(|_| HEADER_LEN + 1);
+                }
                 step = match state.tracker.on_frame(prefix, len) {
                     Ok(step) => step,
                     Err(e) => return Err(state.failure(e.into())),
@@ -144,6 +181,10 @@ impl BackendConn {
                 state.frame_left = len;
             }
 
+            if let (Some(at), Some(id)) = (patch_at, client_statement_id) {
+                self.reader.buffered_mut()[at..at + 4].copy_from_slice(&id.to_le_bytes());
+            }
+            let buffered = self.reader.buffered();
             if ready > 0 {
                 if let Err(e) = client_out.write_through(&buffered[..ready]).await {
                     return Err(state.failure(RelayError::Client(e)));
@@ -159,6 +200,7 @@ impl BackendConn {
                             status_flags: state.tracker.status_flags(),
                             error: state.tracker.is_error(),
                             bytes: state.bytes,
+                            prepared,
                         });
                     }
                     Step::LocalInfile => {
@@ -182,6 +224,29 @@ impl BackendConn {
                 Err(e) => return Err(state.failure(RelayError::Backend(e))),
             }
         }
+    }
+
+    /// Runs a command of the proxy's own (a session statement replayed, a statement prepared
+    /// on one more backend) and collects the response instead of relaying it.
+    pub async fn run_internal(
+        &mut self,
+        payload: &[u8],
+        kind: ResponseKind,
+    ) -> Result<Collected, RelayFailure> {
+        let next = self.send_command(payload).await.map_err(|e| RelayFailure {
+            error: RelayError::Backend(e),
+            error_seq: None,
+            bytes: 0,
+        })?;
+        let mut sink = PacketWriter::new(Vec::new());
+        let mut no_input = PacketReader::new(tokio::io::empty());
+        let outcome = self
+            .relay_response(kind, next.wrapping_sub(1), &mut no_input, &mut sink, None)
+            .await?;
+        Ok(Collected {
+            outcome,
+            framed: sink.into_inner(),
+        })
     }
 
     /// Relays the client's file packets, up to and including the empty one that ends the
@@ -213,6 +278,24 @@ impl BackendConn {
             if len == 0 {
                 return Ok(seq);
             }
+        }
+    }
+}
+
+/// A response the proxy read for itself.
+#[derive(Debug)]
+pub struct Collected {
+    pub outcome: RelayOutcome,
+    /// The response's frames as the server sent them.
+    pub framed: Vec<u8>,
+}
+
+impl Collected {
+    /// The first packet's payload (the ERR packet of a failed command, for one).
+    pub fn first_payload(&self) -> &[u8] {
+        match frame_header(&self.framed) {
+            Some((len, _)) => &self.framed[HEADER_LEN..(HEADER_LEN + len).min(self.framed.len())],
+            None => &[],
         }
     }
 }

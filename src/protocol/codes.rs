@@ -98,6 +98,33 @@ impl SqlError {
         Self::new(1047, b"08S01", format!("Unknown command 0x{command:02x}"))
     }
 
+    /// ER_UNKNOWN_STMT_HANDLER: a statement id the client never prepared (or closed).
+    pub fn unknown_statement(id: u32, command: &str) -> Self {
+        Self::new(
+            1243,
+            b"HY000",
+            format!("Unknown prepared statement handler ({id}) given to {command}"),
+        )
+    }
+
+    /// ER_STMT_HAS_NO_OPEN_CURSOR.
+    pub fn no_open_cursor(id: u32) -> Self {
+        Self::new(
+            1421,
+            b"HY000",
+            format!("The statement ({id}) has no open cursor."),
+        )
+    }
+
+    /// No replica can serve a read and the configuration forbids using the primary.
+    pub fn no_replica() -> Self {
+        Self::new(
+            1105,
+            b"HY000",
+            "No replica is available for reads, and fallback_to_primary is off",
+        )
+    }
+
     pub fn shutdown() -> Self {
         Self::new(1053, b"08S01", "Server shutdown in progress")
     }

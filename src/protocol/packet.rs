@@ -63,6 +63,11 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
         &self.buf
     }
 
+    /// The same bytes, for patching a frame in place before it is forwarded.
+    pub fn buffered_mut(&mut self) -> &mut [u8] {
+        &mut self.buf
+    }
+
     pub fn consume(&mut self, n: usize) {
         self.buf.advance(n);
     }
@@ -196,6 +201,10 @@ impl<W: AsyncWrite + Unpin> PacketWriter<W> {
     /// Queues bytes that are already framed.
     pub fn push_raw(&mut self, framed: &[u8]) {
         self.buf.extend_from_slice(framed);
+    }
+
+    pub fn into_inner(self) -> W {
+        self.inner
     }
 
     pub fn pending(&self) -> usize {

@@ -12,7 +12,9 @@ use super::{Session, SessionError};
 use crate::auth::FrontendPlugin;
 use crate::backend::{BackendConn, BackendError};
 use crate::protocol::codes::SqlError;
-use crate::protocol::handshake::{BackendLogin, HelloError, greeting_payload, parse_client_hello};
+use crate::protocol::handshake::{
+    BackendLogin, HelloError, greeting_payload, ok_status_flags, parse_client_hello,
+};
 
 /// Handshake packets are small; a client sending more is not a MySQL client.
 const MAX_HANDSHAKE_PACKET: usize = 64 * 1024;
@@ -28,8 +30,9 @@ struct Credentials<'a> {
 }
 
 impl Session {
-    /// Greets the client, authenticates it and opens its backend connection.
-    pub(super) async fn login(&mut self) -> Result<BackendConn, SessionError> {
+    /// Greets the client, authenticates it and opens its connection to the primary; returns
+    /// it with the status flags of the primary's OK.
+    pub(super) async fn login(&mut self) -> Result<(BackendConn, u16), SessionError> {
         let identity = self.shared.identity().await;
         let plugin = self.shared.config.auth_plugin;
         let greeting = greeting_payload(&identity, self.id, &self.scramble, plugin.name());
@@ -99,7 +102,7 @@ impl Session {
         &mut self,
         payload: &[u8],
         seq: u8,
-    ) -> Result<BackendConn, SessionError> {
+    ) -> Result<(BackendConn, u16), SessionError> {
         let Some(change) = ChangeUser::parse(payload, self.capabilities) else {
             let err = SqlError::malformed_packet("COM_CHANGE_USER");
             return Err(self.fail_client(seq, err).await);
@@ -135,14 +138,16 @@ impl Session {
         &mut self,
         login: &BackendLogin,
         seq: u8,
-    ) -> Result<BackendConn, SessionError> {
+    ) -> Result<(BackendConn, u16), SessionError> {
         match self.connect_backend(login).await {
             Ok(connected) => {
                 self.client_out
                     .send(seq, &connected.ok_payload)
                     .await
                     .map_err(SessionError::ClientIo)?;
-                Ok(connected.conn)
+                let status = ok_status_flags(&connected.ok_payload)
+                    .unwrap_or(crate::protocol::codes::SERVER_STATUS_AUTOCOMMIT);
+                Ok((connected.conn, status))
             }
             Err(SessionError::Backend { name, source }) => {
                 let err = match &source {

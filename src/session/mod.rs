@@ -2,7 +2,12 @@
 //! reads a command, hands it to the backend and relays the answer.
 
 mod change_user;
+mod connections;
 mod login;
+mod prepared;
+mod routing;
+mod state;
+mod statements;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,8 +21,10 @@ use crate::backend::{BackendConn, BackendError, RelayError, RelayFailure};
 use crate::protocol::codes::{self as codes, SqlError};
 use crate::protocol::handshake::BackendLogin;
 use crate::protocol::packet::{PacketError, PacketReader, PacketWriter};
-use crate::protocol::response::ResponseKind;
 use crate::server::Shared;
+use connections::Connections;
+use state::{SessionEffect, SessionState};
+use statements::Statements;
 
 /// How long, and how much input, a connection closed for a protocol violation is drained.
 const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
@@ -52,6 +59,9 @@ pub struct Session {
     /// Negotiated with the client; every backend connection uses the same.
     capabilities: CapabilityFlags,
     login: Option<BackendLogin>,
+    /// What the session set up that routing depends on.
+    state: SessionState,
+    statements: Statements,
 }
 
 /// Serves one client until it leaves or the connection fails.
@@ -69,6 +79,8 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, id: u32, shared: Arc<Share
             scramble: crate::protocol::handshake::new_scramble(),
             capabilities: CapabilityFlags::empty(),
             login: None,
+            state: SessionState::new(0, 0),
+            statements: Statements::default(),
         };
         match session.serve().await {
             Ok(()) | Err(SessionError::ClientClosed) => debug!("session ended"),
@@ -82,15 +94,18 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, id: u32, shared: Arc<Share
 
 impl Session {
     async fn serve(&mut self) -> Result<(), SessionError> {
-        let mut backend = self.login().await?;
-        let result = self.command_loop(&mut backend).await;
+        let (primary, status) = self.login().await?;
+        let primary_backend = self.shared.backends.load().primary.clone();
+        let mut conns = Connections::new(primary_backend, primary);
+        self.state = SessionState::new(status, self.shared.config.routing.max_session_history);
+        let result = self.command_loop(&mut conns).await;
         if result.is_ok() {
-            backend.quit().await;
+            conns.quit().await;
         }
         result
     }
 
-    async fn command_loop(&mut self, backend: &mut BackendConn) -> Result<(), SessionError> {
+    async fn command_loop(&mut self, conns: &mut Connections) -> Result<(), SessionError> {
         let max_packet = self.shared.config.max_packet_size;
         loop {
             let packet = match self.client_in.read_packet(max_packet).await {
@@ -101,74 +116,74 @@ impl Session {
                 let err = SqlError::packets_out_of_order();
                 return Err(self.fail_client(packet.last_seq.wrapping_add(1), err).await);
             }
-            let reply_seq = packet.last_seq.wrapping_add(1);
             let Some(&command) = packet.payload.first() else {
+                let reply_seq = packet.last_seq.wrapping_add(1);
                 self.send_error(reply_seq, &SqlError::unknown_command(codes::COM_SLEEP))
                     .await?;
                 continue;
             };
-            let kind = match command {
+            match command {
                 codes::COM_QUIT => return Ok(()),
+                codes::COM_QUERY => self.query(conns, packet).await?,
+                codes::COM_STMT_PREPARE => self.prepare(conns, packet).await?,
+                codes::COM_STMT_EXECUTE => self.execute(conns, packet).await?,
+                codes::COM_STMT_FETCH => self.fetch(conns, packet).await?,
+                codes::COM_STMT_SEND_LONG_DATA => self.send_long_data(conns, packet).await?,
+                codes::COM_STMT_RESET => self.reset_statement(conns, packet).await?,
+                codes::COM_STMT_CLOSE => self.close_statement(conns, packet).await,
                 codes::COM_CHANGE_USER => {
-                    *backend = self.change_user(&packet.payload, reply_seq).await?;
-                    continue;
+                    let reply_seq = packet.last_seq.wrapping_add(1);
+                    let (primary, status) = self.change_user(&packet.payload, reply_seq).await?;
+                    conns.close_replicas().await;
+                    conns.primary = primary;
+                    self.reset_session(status);
                 }
-                codes::COM_STMT_CLOSE | codes::COM_STMT_SEND_LONG_DATA => None,
-                codes::COM_QUERY => Some(ResponseKind::Query),
-                codes::COM_STMT_EXECUTE => Some(ResponseKind::Execute),
-                codes::COM_STMT_PREPARE => Some(ResponseKind::Prepare),
-                codes::COM_STMT_FETCH => Some(ResponseKind::Fetch),
-                codes::COM_FIELD_LIST => Some(ResponseKind::FieldList),
-                codes::COM_INIT_DB
+                codes::COM_INIT_DB => {
+                    self.on_primary(conns, packet, SessionEffect::Remember)
+                        .await?;
+                }
+                codes::COM_RESET_CONNECTION => {
+                    if let Some(outcome) =
+                        self.on_primary(conns, packet, SessionEffect::None).await?
+                        && !outcome.error
+                    {
+                        conns.close_replicas().await;
+                        self.reset_session(
+                            outcome.status_flags.unwrap_or(self.state.primary_status),
+                        );
+                    }
+                }
+                codes::COM_FIELD_LIST
                 | codes::COM_PING
                 | codes::COM_STATISTICS
                 | codes::COM_SET_OPTION
-                | codes::COM_RESET_CONNECTION
-                | codes::COM_STMT_RESET
                 | codes::COM_PROCESS_KILL
                 | codes::COM_DEBUG
-                | codes::COM_REFRESH => Some(ResponseKind::Single),
+                | codes::COM_REFRESH => {
+                    self.on_primary(conns, packet, SessionEffect::None).await?;
+                }
                 // Replication, shutdown and obsolete commands have no place behind a proxy.
                 other => {
                     debug!(command = other, "unsupported command");
+                    let reply_seq = packet.last_seq.wrapping_add(1);
                     self.send_error(reply_seq, &SqlError::unknown_command(other))
                         .await?;
-                    continue;
                 }
-            };
-            let sent = backend.send_command(&packet.payload).await;
-            if let Err(e) = sent {
-                let failure = RelayFailure {
-                    error: RelayError::Backend(e),
-                    error_seq: Some(reply_seq),
-                    bytes: 0,
-                };
-                return Err(self.backend_failed(backend, failure).await);
-            }
-            let Some(kind) = kind else { continue };
-            let relayed = backend
-                .relay_response(
-                    kind,
-                    packet.last_seq,
-                    &mut self.client_in,
-                    &mut self.client_out,
-                )
-                .await;
-            if let Err(failure) = relayed {
-                return Err(self.backend_failed(backend, failure).await);
             }
         }
+    }
+
+    /// Forgets everything the session set up: its backends start over as well.
+    fn reset_session(&mut self, primary_status: u16) {
+        self.state.reset(primary_status);
+        self.statements.clear();
     }
 
     /// A relay failed: tell the client where the protocol allows it, then end the session.
     /// The backend connection is in an unknown state and is dropped with the session; the
     /// client sees what a direct connection would show: an error, then a lost connection.
-    async fn backend_failed(
-        &mut self,
-        backend: &BackendConn,
-        failure: RelayFailure,
-    ) -> SessionError {
-        let name = backend.name.clone();
+    async fn backend_failed(&mut self, name: &str, failure: RelayFailure) -> SessionError {
+        let name = name.to_owned();
         let message = match &failure.error {
             RelayError::Client(_) | RelayError::ClientProtocol(_) => None,
             RelayError::Backend(_) => Some(SqlError::backend_lost(&name)),
@@ -236,11 +251,12 @@ impl Session {
         &self,
         login: &BackendLogin,
     ) -> Result<crate::backend::Connected, SessionError> {
-        let config = &self.shared.config;
-        let connected = BackendConn::connect(&config.primary, login, config.connect_timeout)
+        let primary = self.shared.backends.load().primary.clone();
+        let timeout = self.shared.config.connect_timeout;
+        let connected = BackendConn::connect(&primary.endpoint, login, timeout)
             .await
             .map_err(|source| SessionError::Backend {
-                name: config.primary.name.clone(),
+                name: primary.name().to_owned(),
                 source,
             })?;
         self.shared.learn_identity(&connected.identity);

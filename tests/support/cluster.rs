@@ -145,6 +145,9 @@ impl Cluster {
             "--max-connections=2000".into(),
             "--local-infile=1".into(),
             "--performance-schema=OFF".into(),
+            // Per-user statement counts (information_schema.USER_STATISTICS) tell the
+            // application's statements apart from what replication applies.
+            "--userstat=ON".into(),
             "--innodb-buffer-pool-size=64M".into(),
             "--innodb-log-file-size=32M".into(),
             "--innodb-flush-log-at-trx-commit=2".into(),

@@ -43,6 +43,84 @@ pub fn proxy_config(cluster: &Cluster, proxy_extra: &str, tail: &str) -> Config 
     Config::from_file(file, &Overrides::default(), &|_| None).expect("test config is valid")
 }
 
+/// The proxy's configuration for read/write splitting over all of `cluster`: its primary
+/// and replicas (named `mysql-K` like the StatefulSet's pods). `routing` goes into the
+/// `[routing]` table.
+pub fn split_config(cluster: &Cluster, routing: &str) -> Config {
+    let replicas: String = cluster
+        .replicas()
+        .iter()
+        .map(|r| {
+            format!(
+                "[[replicas]]\nname = '{}'\naddress = '{}'\n",
+                r.name,
+                r.address()
+            )
+        })
+        .collect();
+    let text = format!(
+        "[proxy]\nlisten = '127.0.0.1:0'\n[routing]\n{routing}\n\
+         [primary]\nname = 'mysql-0'\naddress = '{}'\n{replicas}\
+         [[users]]\nname = '{APP_USER}'\npassword = '{APP_PASSWORD}'\n",
+        cluster.primary().address()
+    );
+    let file: FileConfig = toml::from_str(&text).expect("test config parses");
+    Config::from_file(file, &Overrides::default(), &|_| None).expect("test config is valid")
+}
+
+/// A global status counter of server `k` (`Com_select`, `Com_insert`, ...), read over the
+/// server's socket so that reading it does not count itself.
+pub fn status_counter(cluster: &Cluster, k: usize, name: &str) -> u64 {
+    let out = cluster
+        .sql(k, &format!("SHOW GLOBAL STATUS LIKE '{name}'"))
+        .unwrap();
+    out.split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} on server {k}: {out}"))
+}
+
+/// Statements the application user ran on server `k`, by class, as the server's user
+/// statistics count them (replication's own work is not the application's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UserCommands {
+    pub selects: u64,
+    /// INSERT, UPDATE, DELETE, REPLACE and the like.
+    pub updates: u64,
+    pub other: u64,
+}
+
+pub fn app_commands(cluster: &Cluster, k: usize) -> UserCommands {
+    let out = cluster
+        .sql(
+            k,
+            &format!(
+                "SELECT SELECT_COMMANDS, UPDATE_COMMANDS, OTHER_COMMANDS \
+                 FROM information_schema.USER_STATISTICS WHERE USER = '{APP_USER}'"
+            ),
+        )
+        .unwrap();
+    let n: Vec<u64> = out.split_whitespace().map(|n| n.parse().unwrap()).collect();
+    match n[..] {
+        [selects, updates, other] => UserCommands {
+            selects,
+            updates,
+            other,
+        },
+        _ => UserCommands::default(),
+    }
+}
+
+impl UserCommands {
+    pub fn since(self, before: UserCommands) -> UserCommands {
+        UserCommands {
+            selects: self.selects - before.selects,
+            updates: self.updates - before.updates,
+            other: self.other - before.other,
+        }
+    }
+}
+
 /// Proxy logs go to the test's captured output (shown for failing tests); `RUST_LOG` sets
 /// the level, `warn` by default.
 pub fn init_logs() {

@@ -1,0 +1,307 @@
+//! Running a command where the router sends it: choosing the replica, opening its
+//! connection and replaying the session history on it, relaying the answer, and what
+//! happens when a backend fails (D7): a read that failed before any byte reached the client
+//! is retried on the primary; after that, the client gets an error and the session goes on
+//! without that replica. A failure of the primary ends the session, as it would end a
+//! direct connection.
+
+use std::sync::Arc;
+
+use tracing::{debug, warn};
+
+use super::connections::{Connections, ReplicaConn};
+use super::state::{SessionEffect, query_effect};
+use super::{Session, SessionError};
+use crate::backend::{BackendConn, BackendError, RelayError, RelayFailure, RelayOutcome};
+use crate::classify::{Statement, classify};
+use crate::protocol::codes::SqlError;
+use crate::protocol::packet::Packet;
+use crate::protocol::response::ResponseKind;
+use crate::router::{self, Route};
+use crate::topology::Backend;
+
+/// How running a command on a backend went.
+pub(super) enum Ran {
+    /// The response was relayed.
+    Done(RelayOutcome),
+    /// A replica failed before any byte reached the client; its connection is closed and
+    /// the command can run elsewhere.
+    Retry,
+    /// The client has its answer (an error) already.
+    Answered,
+}
+
+/// A command about to run: the packet and how its answer ends.
+pub(super) struct Command<'a> {
+    pub payload: &'a [u8],
+    pub kind: ResponseKind,
+    /// Sequence id of the command's last frame.
+    pub seq: u8,
+}
+
+impl<'a> Command<'a> {
+    pub fn new(packet: &'a Packet, kind: ResponseKind) -> Self {
+        Self {
+            payload: &packet.payload,
+            kind,
+            seq: packet.last_seq,
+        }
+    }
+
+    pub fn reply_seq(&self) -> u8 {
+        self.seq.wrapping_add(1)
+    }
+}
+
+impl Session {
+    /// COM_QUERY: classify, route, run, and learn what it did to the session.
+    pub(super) async fn query(
+        &mut self,
+        conns: &mut Connections,
+        packet: Packet,
+    ) -> Result<(), SessionError> {
+        let statement = classify(&packet.payload[1..]);
+        let (route, reason) = router::route(&statement, &self.state.view());
+        let command = Command::new(&packet, ResponseKind::Query);
+        let Some(mut target) = self.resolve(conns, route, command.reply_seq()).await? else {
+            return Ok(());
+        };
+        debug!(?reason, backend = target, "statement routed");
+        loop {
+            match self.run_on(conns, target, &command, None).await? {
+                Ran::Done(outcome) => {
+                    let effect = query_effect(&statement);
+                    self.learn(conns, target, Some(&statement), effect, &command, outcome);
+                    return Ok(());
+                }
+                Ran::Retry => target = conns.primary_id(),
+                Ran::Answered => return Ok(()),
+            }
+        }
+    }
+
+    /// Commands that belong to the primary alone; `effect` says whether the session
+    /// remembers them (COM_INIT_DB).
+    pub(super) async fn on_primary(
+        &mut self,
+        conns: &mut Connections,
+        packet: Packet,
+        effect: SessionEffect,
+    ) -> Result<Option<RelayOutcome>, SessionError> {
+        let kind = match packet.payload[0] {
+            crate::protocol::codes::COM_FIELD_LIST => ResponseKind::FieldList,
+            _ => ResponseKind::Single,
+        };
+        let command = Command::new(&packet, kind);
+        let primary = conns.primary_id();
+        match self.run_on(conns, primary, &command, None).await? {
+            Ran::Done(outcome) => {
+                self.learn(conns, primary, None, effect, &command, outcome);
+                Ok(Some(outcome))
+            }
+            Ran::Retry | Ran::Answered => Ok(None),
+        }
+    }
+
+    /// Takes in what a command that ran on `target` tells about the session.
+    pub(super) fn learn(
+        &mut self,
+        conns: &Connections,
+        target: u32,
+        statement: Option<&Statement>,
+        effect: SessionEffect,
+        command: &Command<'_>,
+        outcome: RelayOutcome,
+    ) {
+        self.state.previous = Some(target);
+        if target != conns.primary_id() {
+            return;
+        }
+        if let Some(status) = outcome.status_flags {
+            self.state.primary_status = status;
+        }
+        match effect {
+            SessionEffect::Pin(_) => self.state.apply(effect, command.payload, command.kind),
+            _ if outcome.error => {}
+            _ => {
+                if let Some(statement) = statement {
+                    self.state.ran_on_primary(statement);
+                }
+                self.state.apply(effect, command.payload, command.kind);
+            }
+        }
+    }
+
+    /// The backend a route leads to, with its connection open and up to date. `None` when
+    /// no backend may take it; the client has been told.
+    pub(super) async fn resolve(
+        &mut self,
+        conns: &mut Connections,
+        route: Route,
+        reply_seq: u8,
+    ) -> Result<Option<u32>, SessionError> {
+        let primary = conns.primary_id();
+        match route {
+            Route::Primary => Ok(Some(primary)),
+            Route::Previous => Ok(Some(
+                self.state
+                    .previous
+                    .filter(|&id| conns.is_open(id))
+                    .unwrap_or(primary),
+            )),
+            Route::Replica => {
+                let mut excluded = None;
+                for _ in 0..2 {
+                    let Some(backend) = self.shared.backends.pick_replica(excluded) else {
+                        break;
+                    };
+                    if self.ready_replica(conns, &backend).await {
+                        return Ok(Some(backend.id));
+                    }
+                    excluded = Some(backend.id);
+                }
+                if self.shared.config.routing.fallback_to_primary {
+                    self.shared.backends.count_fallback();
+                    debug!("no replica for a read; it goes to the primary");
+                    Ok(Some(primary))
+                } else {
+                    self.send_error(reply_seq, &SqlError::no_replica()).await?;
+                    Ok(None)
+                }
+            }
+        }
+    }
+
+    /// Makes sure the session has a connection to `backend` that has replayed the whole
+    /// session history. `false` when the replica cannot serve this session now.
+    async fn ready_replica(&mut self, conns: &mut Connections, backend: &Arc<Backend>) -> bool {
+        if self.state.pinned {
+            return false;
+        }
+        if conns.replica(backend.id).is_none() {
+            let Some(login) = self.login.as_ref() else {
+                return false;
+            };
+            let timeout = self.shared.config.connect_timeout;
+            match BackendConn::connect(&backend.endpoint, login, timeout).await {
+                Ok(connected) => {
+                    backend.connect_succeeded();
+                    conns.replicas.push(ReplicaConn {
+                        backend: backend.clone(),
+                        conn: connected.conn,
+                        synced: 0,
+                    });
+                }
+                Err(BackendError::Refused(err)) => {
+                    // The server is up but will not take this user (or no more
+                    // connections): this session reads from the primary.
+                    warn!(backend = backend.name(), error = %err, "replica refused the login");
+                    self.state.apply(
+                        SessionEffect::Pin("a replica refused the login"),
+                        b"",
+                        ResponseKind::Single,
+                    );
+                    return false;
+                }
+                Err(e) => {
+                    debug!(backend = backend.name(), error = %e, "replica connection failed");
+                    backend.connect_failed();
+                    return false;
+                }
+            }
+        }
+        self.replay_history(conns, backend).await
+    }
+
+    /// Sends a replica connection the session commands it has not seen yet.
+    async fn replay_history(&mut self, conns: &mut Connections, backend: &Arc<Backend>) -> bool {
+        let replica = conns.replica_mut(backend.id).expect("just opened");
+        while let Some(entry) = self.state.history.get(replica.synced) {
+            match replica.conn.run_internal(&entry.payload, entry.kind).await {
+                Ok(collected) if !collected.outcome.error => replica.synced += 1,
+                Ok(collected) => {
+                    let error = SqlError::from_payload(collected.first_payload());
+                    warn!(
+                        backend = backend.name(),
+                        error = ?error.map(|e| e.message),
+                        "replica rejected a session command"
+                    );
+                    self.state.apply(
+                        SessionEffect::Pin("a replica cannot set up this session"),
+                        b"",
+                        ResponseKind::Single,
+                    );
+                    self.drop_replica(conns, backend.id);
+                    return false;
+                }
+                Err(failure) => {
+                    warn!(backend = backend.name(), error = %failure, "replica connection lost");
+                    self.drop_replica(conns, backend.id);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    pub(super) fn drop_replica(&mut self, conns: &mut Connections, backend: u32) {
+        conns.drop_replica(backend);
+        self.statements.forget_backend(backend);
+    }
+
+    /// Sends a command to a backend the session has open and relays the answer.
+    /// `client_statement_id` is the id a PREPARE_OK is rewritten to.
+    pub(super) async fn run_on(
+        &mut self,
+        conns: &mut Connections,
+        target: u32,
+        command: &Command<'_>,
+        client_statement_id: Option<u32>,
+    ) -> Result<Ran, SessionError> {
+        let is_primary = target == conns.primary_id();
+        let (backend, conn) = conns.get_mut(target).expect("routed to an open connection");
+        let _in_flight = backend.start_request();
+        let name = backend.endpoint.name.clone();
+        let result = match conn.send_command(command.payload).await {
+            Ok(_) => {
+                conn.relay_response(
+                    command.kind,
+                    command.seq,
+                    &mut self.client_in,
+                    &mut self.client_out,
+                    client_statement_id,
+                )
+                .await
+            }
+            Err(e) => Err(RelayFailure {
+                error: RelayError::Backend(e),
+                error_seq: Some(command.reply_seq()),
+                bytes: 0,
+            }),
+        };
+        let failure = match result {
+            Ok(outcome) => return Ok(Ran::Done(outcome)),
+            Err(failure) => failure,
+        };
+        let client_side = matches!(
+            failure.error,
+            RelayError::Client(_) | RelayError::ClientProtocol(_)
+        );
+        if is_primary || client_side {
+            return Err(self.backend_failed(&name, failure).await);
+        }
+        warn!(backend = %name, error = %failure, "replica failed during a read");
+        self.drop_replica(conns, target);
+        if failure.bytes == 0 {
+            return Ok(Ran::Retry);
+        }
+        match failure.error_seq {
+            Some(seq) => {
+                self.send_error(seq, &SqlError::backend_lost(&name)).await?;
+                Ok(Ran::Answered)
+            }
+            // Cut in the middle of a packet: the client's stream cannot be repaired.
+            None => Err(SessionError::Relay { name, failure }),
+        }
+    }
+}
