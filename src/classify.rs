@@ -1844,6 +1844,18 @@ mod tests {
     }
 
     #[test]
+    fn a_statement_after_a_diagnostics_one_is_seen() {
+        for sql in [
+            "SHOW WARNINGS; DELETE FROM t",
+            "GET DIAGNOSTICS @n = NUMBER; DELETE FROM t",
+        ] {
+            let statement = classify(sql.as_bytes());
+            assert_eq!(statement.kind, Kind::Diagnostics, "{sql}");
+            assert!(statement.flags.contains(Flags::MULTI), "{sql}");
+        }
+    }
+
+    #[test]
     fn table_is_large_enough() {
         assert!(ROWS.len() >= 220, "{} rows", ROWS.len());
     }

@@ -85,14 +85,19 @@ pub fn route(statement: &Statement, session: &SessionView) -> (Route, Reason) {
     }
     match statement.kind {
         Kind::Read | Kind::Show => {
+            // `SHOW COLUMNS` of a temporary table needs it as much as a `SELECT` does.
             let bound = statement.flags.intersects(PRIMARY_ONLY_FLAGS)
-                || (session.temporary_tables && statement.kind == Kind::Read)
+                || session.temporary_tables
                 || (session.user_vars_on_primary_only && statement.flags.contains(Flags::USER_VAR));
             if bound {
                 (Route::Primary, Reason::SessionBound)
             } else {
                 (Route::Replica, Reason::Read)
             }
+        }
+        // `SHOW WARNINGS; DELETE ...` must not follow a read to its replica.
+        Kind::Diagnostics if statement.flags.intersects(PRIMARY_ONLY_FLAGS) => {
+            (Route::Primary, Reason::SessionBound)
         }
         Kind::Diagnostics => (Route::Previous, Reason::Diagnostics),
         Kind::Set | Kind::Use => (Route::Primary, Reason::SessionCommand),
@@ -162,6 +167,8 @@ mod tests {
             route(&stmt(Kind::Diagnostics, Flags::default(), None), &s).0,
             Route::Previous
         );
+        let then_write = stmt(Kind::Diagnostics, Flags::MULTI, None);
+        assert_eq!(route(&then_write, &s).0, Route::Primary);
     }
 
     #[test]
@@ -184,7 +191,7 @@ mod tests {
         temp.temporary_tables = true;
         assert_eq!(route(&read(), &temp).0, Route::Primary);
         let show = stmt(Kind::Show, Flags::default(), None);
-        assert_eq!(route(&show, &temp).0, Route::Replica);
+        assert_eq!(route(&show, &temp).0, Route::Primary);
 
         let mut vars = idle();
         vars.user_vars_on_primary_only = true;

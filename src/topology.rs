@@ -59,10 +59,17 @@ impl Backend {
         InFlight(self.clone())
     }
 
-    /// A connection attempt failed: keep sessions from trying again for a while, so that a
-    /// dead replica costs one connect timeout, not one per statement.
-    pub fn connect_failed(&self) {
-        let until = self.epoch.elapsed() + CONNECT_FAILURE_BACKOFF;
+    /// Counts a connection attempt as a request in flight until the guard is dropped.
+    pub fn begin_connect(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    /// A connection attempt failed: keep sessions from trying again for a while (at least
+    /// as long as one attempt may take), so that a dead replica costs one connect timeout,
+    /// not one per statement.
+    pub fn connect_failed(&self, connect_timeout: Duration) {
+        let until = self.epoch.elapsed() + CONNECT_FAILURE_BACKOFF.max(connect_timeout);
         let previous = self
             .blocked_until_ms
             .swap(until.as_millis() as u64, Ordering::Relaxed);
@@ -232,7 +239,7 @@ mod tests {
         for _ in 0..4 {
             assert_eq!(backends.pick_replica(Some(1)).unwrap().id, 2);
         }
-        backends.load().replicas[1].connect_failed();
+        backends.load().replicas[1].connect_failed(Duration::from_secs(1));
         assert!(backends.pick_replica(Some(1)).is_none());
         assert_eq!(backends.pick_replica(None).unwrap().id, 1);
         backends.load().replicas[1].connect_succeeded();

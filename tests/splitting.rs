@@ -122,6 +122,9 @@ async fn statements_that_need_the_primary_get_it() {
     conn.query_drop("INSERT IGNORE INTO split_primary VALUES (1, 1)")
         .await
         .unwrap();
+    shared_cluster(NET)
+        .wait_replicas_caught_up(Duration::from_secs(30))
+        .unwrap();
     let on_primary = [
         "SELECT @@server_id FROM split_primary WHERE id = 1 FOR UPDATE",
         "SELECT @@server_id FROM split_primary WHERE id = 1 /* locking */ FOR /* really */ UPDATE",
@@ -656,4 +659,83 @@ async fn prepared_statement_protocol_details_survive_backend_changes() {
     assert_eq!(err.code, 1243);
     let pong = client.command(&[0x0e]).await;
     assert_eq!(pong[0].1[0], 0x00);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_only_the_primary_has_are_read_there() {
+    let _serial = SERIAL.lock().await;
+    let addr = proxy("").await;
+    let mut conn = connect(addr).await;
+
+    // An OUT parameter is set on the primary by the procedure.
+    conn.query_drop(
+        "CREATE PROCEDURE IF NOT EXISTS app.split_out(IN n INT, OUT doubled INT) \
+         SET doubled = n * 2",
+    )
+    .await
+    .unwrap();
+    conn.query_drop("SET @doubled = 1").await.unwrap();
+    conn.query_drop("CALL split_out(21, @doubled)")
+        .await
+        .unwrap();
+    let doubled: i64 = query_one(&mut conn, "SELECT @doubled").await;
+    assert_eq!(doubled, 42);
+
+    // A value each server would compute for itself is the primary's alone.
+    let mut conn = connect(addr).await;
+    conn.query_drop("SET @batch = UUID()").await.unwrap();
+    let on_primary: String = query_one(&mut conn, "SELECT /* rwsplit:primary */ @batch").await;
+    for _ in 0..4 {
+        let read: String = query_one(&mut conn, "SELECT @batch").await;
+        assert_eq!(read, on_primary);
+    }
+    // ... while reads without user variables still go to the replicas.
+    let id = server_id(&mut conn, "SELECT @@server_id").await;
+    assert!(REPLICAS.contains(&id));
+
+    // Drivers toggle autocommit around every transaction: that never fills the history.
+    let mut conn = connect(addr).await;
+    for _ in 0..300 {
+        conn.query_drop("SET autocommit = 0").await.unwrap();
+        conn.query_drop("COMMIT").await.unwrap();
+        conn.query_drop("SET autocommit = 1").await.unwrap();
+    }
+    let seen = answered_by(&mut conn, "SELECT @@server_id", 4).await;
+    assert!(only_replicas(&seen), "{seen:?}");
+
+    // A temporary table's definition is the primary's too.
+    conn.query_drop("CREATE TEMPORARY TABLE split_tmp_show (id INT)")
+        .await
+        .unwrap();
+    let columns: Vec<(String, String, String, String, Option<String>, String)> = conn
+        .query("SHOW COLUMNS FROM split_tmp_show")
+        .await
+        .unwrap();
+    assert_eq!(columns.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_session_keeps_its_database_on_replicas() {
+    let _serial = SERIAL.lock().await;
+    let addr = proxy("").await;
+    let mut conn = connect(addr).await;
+    conn.query_drop("CREATE DATABASE IF NOT EXISTS split_reset")
+        .await
+        .unwrap();
+    shared_cluster(NET)
+        .wait_replicas_caught_up(Duration::from_secs(30))
+        .unwrap();
+    conn.query_drop("USE split_reset").await.unwrap();
+    conn.reset().await.unwrap();
+    let on_primary: String = query_one(&mut conn, "SELECT /* rwsplit:primary */ DATABASE()").await;
+    assert_eq!(on_primary, "split_reset", "the server keeps the database");
+    for _ in 0..4 {
+        let row: (String, u32) = conn
+            .query_first("SELECT DATABASE(), @@server_id")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.0, "split_reset", "on server {}", row.1);
+        assert!(REPLICAS.contains(&row.1));
+    }
 }

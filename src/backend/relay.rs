@@ -167,8 +167,12 @@ impl BackendConn {
                     return Err(state.failure(error));
                 }
                 let prefix = &buffered[ready + HEADER_LEN..prefix_end];
-                if kind == ResponseKind::Prepare && state.bytes == 0 && ready == 0 {
-                    // The first frame is small and therefore whole in the buffer.
+                if kind == ResponseKind::Prepare
+                    && state.bytes == 0
+                    && ready == 0
+                    && len <= STREAM_ABOVE
+                {
+                    // A frame this small is whole in the buffer.
                     prepared = PrepareOk::parse(&buffered[HEADER_LEN..HEADER_LEN + len]);
                     patch_at = prepared.map(|_| HEADER_LEN + 1);
                 }

@@ -122,6 +122,9 @@ impl Session {
                     .await?;
                 continue;
             };
+            if self.state.pinned && !conns.replicas.is_empty() {
+                self.release_replicas(conns).await;
+            }
             match command {
                 codes::COM_QUIT => return Ok(()),
                 codes::COM_QUERY => self.query(conns, packet).await?,
@@ -136,10 +139,11 @@ impl Session {
                     let (primary, status) = self.change_user(&packet.payload, reply_seq).await?;
                     conns.close_replicas().await;
                     conns.primary = primary;
-                    self.reset_session(status);
+                    self.state.restart(status);
+                    self.statements.clear();
                 }
                 codes::COM_INIT_DB => {
-                    self.on_primary(conns, packet, SessionEffect::Remember)
+                    self.on_primary(conns, packet, SessionEffect::ChangeSchema)
                         .await?;
                 }
                 codes::COM_RESET_CONNECTION => {
@@ -148,9 +152,9 @@ impl Session {
                         && !outcome.error
                     {
                         conns.close_replicas().await;
-                        self.reset_session(
-                            outcome.status_flags.unwrap_or(self.state.primary_status),
-                        );
+                        let status = outcome.status_flags.unwrap_or(self.state.primary_status);
+                        self.state.reset(status);
+                        self.statements.clear();
                     }
                 }
                 codes::COM_FIELD_LIST
@@ -173,10 +177,12 @@ impl Session {
         }
     }
 
-    /// Forgets everything the session set up: its backends start over as well.
-    fn reset_session(&mut self, primary_status: u16) {
-        self.state.reset(primary_status);
-        self.statements.clear();
+    /// A session pinned to the primary has no more use for its replica connections.
+    async fn release_replicas(&mut self, conns: &mut Connections) {
+        for replica in &conns.replicas {
+            self.statements.forget_backend(replica.backend.id);
+        }
+        conns.close_replicas().await;
     }
 
     /// A relay failed: tell the client where the protocol allows it, then end the session.

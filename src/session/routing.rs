@@ -20,6 +20,11 @@ use crate::protocol::response::ResponseKind;
 use crate::router::{self, Route};
 use crate::topology::Backend;
 
+/// Login refusals that concern the user, not the server: ER_DBACCESS_DENIED_ERROR,
+/// ER_ACCESS_DENIED_ERROR, ER_ACCESS_DENIED_NO_PASSWORD_ERROR, ER_ACCOUNT_HAS_BEEN_LOCKED.
+const ACCESS_DENIED: [u16; 4] = [1044, 1045, 1698, 3118];
+const ER_BAD_DB_ERROR: u16 = 1049;
+
 /// How running a command on a backend went.
 pub(super) enum Ran {
     /// The response was relayed.
@@ -70,7 +75,7 @@ impl Session {
         loop {
             match self.run_on(conns, target, &command, None).await? {
                 Ran::Done(outcome) => {
-                    let effect = query_effect(&statement);
+                    let effect = query_effect(&statement, &packet.payload[1..]);
                     self.learn(conns, target, Some(&statement), effect, &command, outcome);
                     return Ok(());
                 }
@@ -183,7 +188,12 @@ impl Session {
                 return false;
             };
             let timeout = self.shared.config.connect_timeout;
-            match BackendConn::connect(&backend.endpoint, login, timeout).await {
+            // Counted as busy while connecting: a replica that accepts connections but does
+            // not answer must not look idle to the balancer.
+            let connecting = backend.begin_connect();
+            let connected = BackendConn::connect(&backend.endpoint, login, timeout).await;
+            drop(connecting);
+            match connected {
                 Ok(connected) => {
                     backend.connect_succeeded();
                     conns.replicas.push(ReplicaConn {
@@ -192,9 +202,8 @@ impl Session {
                         synced: 0,
                     });
                 }
-                Err(BackendError::Refused(err)) => {
-                    // The server is up but will not take this user (or no more
-                    // connections): this session reads from the primary.
+                // The server will not take this user: this session reads from the primary.
+                Err(BackendError::Refused(err)) if ACCESS_DENIED.contains(&err.code) => {
                     warn!(backend = backend.name(), error = %err, "replica refused the login");
                     self.state.apply(
                         SessionEffect::Pin("a replica refused the login"),
@@ -203,9 +212,16 @@ impl Session {
                     );
                     return false;
                 }
+                // The database is not there yet (replication is behind): this read goes
+                // elsewhere, the next one tries again.
+                Err(BackendError::Refused(err)) if err.code == ER_BAD_DB_ERROR => {
+                    debug!(backend = backend.name(), error = %err, "replica lacks the database");
+                    return false;
+                }
+                // Too many connections, host blocked, down: leave the replica out a while.
                 Err(e) => {
                     debug!(backend = backend.name(), error = %e, "replica connection failed");
-                    backend.connect_failed();
+                    backend.connect_failed(timeout);
                     return false;
                 }
             }

@@ -77,8 +77,11 @@ pub(super) struct Statements {
 }
 
 impl Statements {
-    /// Reserves the id the client will know the next statement by.
+    /// Reserves the id the client will know the next statement by. Until the prepare
+    /// succeeds there is no "last prepared" statement: an execute naming it must fail, as on
+    /// the server, rather than run the one before.
     pub fn next_id(&mut self) -> u32 {
+        self.last = None;
         self.next_id = match self.next_id.wrapping_add(1) {
             0 | LAST_PREPARED => 1,
             id => id,
@@ -104,6 +107,9 @@ impl Statements {
     }
 
     pub fn remove(&mut self, id: u32) -> Option<PreparedStatement> {
+        if self.last == Some(id) {
+            self.last = None;
+        }
         self.by_id.remove(&id)
     }
 
@@ -242,6 +248,15 @@ mod tests {
         statements.insert(5, statement(0));
         assert_eq!(statements.resolve(LAST_PREPARED), 5);
         assert_eq!(statements.resolve(3), 3);
+        statements.next_id();
+        assert_eq!(
+            statements.resolve(LAST_PREPARED),
+            LAST_PREPARED,
+            "a failed prepare"
+        );
+        statements.insert(6, statement(0));
+        statements.remove(6);
+        assert_eq!(statements.resolve(LAST_PREPARED), LAST_PREPARED, "closed");
     }
 
     #[test]
