@@ -24,8 +24,6 @@ pub struct Backend {
     pub endpoint: Endpoint,
     /// Statements sent to this backend whose answer has not been fully relayed yet.
     in_flight: AtomicU32,
-    /// Statements this backend served.
-    pub statements: AtomicU64,
     /// Until when (milliseconds after `epoch`) connection attempts are not made, after one
     /// failed; 0 when the backend is not known to be failing.
     blocked_until_ms: AtomicU64,
@@ -38,7 +36,6 @@ impl Backend {
             id,
             endpoint,
             in_flight: AtomicU32::new(0),
-            statements: AtomicU64::new(0),
             blocked_until_ms: AtomicU64::new(0),
             epoch: Instant::now(),
         }
@@ -52,15 +49,9 @@ impl Backend {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Counts a statement as outstanding on this backend until the guard is dropped.
+    /// Counts a statement (or a connection attempt) as outstanding on this backend until
+    /// the guard is dropped.
     pub fn start_request(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.statements.fetch_add(1, Ordering::Relaxed);
-        InFlight(self.clone())
-    }
-
-    /// Counts a connection attempt as a request in flight until the guard is dropped.
-    pub fn begin_connect(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(self.clone())
     }
@@ -139,10 +130,6 @@ impl Backends {
 
     pub fn load(&self) -> arc_swap::Guard<Arc<Topology>> {
         self.current.load()
-    }
-
-    pub fn publish(&self, topology: Topology) {
-        self.current.store(Arc::new(topology));
     }
 
     /// The replica for the next read: fewest requests in flight, ties broken round-robin,

@@ -70,6 +70,7 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, id: u32, shared: Arc<Share
     async move {
         let _ = stream.set_nodelay(true);
         let (read, write) = stream.into_split();
+        let history_limit = shared.config.routing.max_session_history;
         let mut session = Session {
             id,
             peer,
@@ -79,7 +80,7 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, id: u32, shared: Arc<Share
             scramble: crate::protocol::handshake::new_scramble(),
             capabilities: CapabilityFlags::empty(),
             login: None,
-            state: SessionState::new(0, 0),
+            state: SessionState::new(0, history_limit),
             statements: Statements::default(),
         };
         match session.serve().await {
@@ -97,7 +98,7 @@ impl Session {
         let (primary, status) = self.login().await?;
         let primary_backend = self.shared.backends.load().primary.clone();
         let mut conns = Connections::new(primary_backend, primary);
-        self.state = SessionState::new(status, self.shared.config.routing.max_session_history);
+        self.state.restart(status);
         let result = self.command_loop(&mut conns).await;
         if result.is_ok() {
             conns.quit().await;

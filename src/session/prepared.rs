@@ -122,10 +122,11 @@ impl Session {
         mut packet: Packet,
     ) -> Result<(), SessionError> {
         let reply_seq = packet.last_seq.wrapping_add(1);
-        let Some(id) = self.known_statement(&packet.payload) else {
-            let client_id = statement_id(&packet.payload).unwrap_or(0);
-            let err = SqlError::unknown_statement(client_id, "mysqld_stmt_execute");
-            return self.send_error(reply_seq, &err).await;
+        let Some(id) = self
+            .statement_or_error(&packet.payload, reply_seq, "mysqld_stmt_execute")
+            .await?
+        else {
+            return Ok(());
         };
         let statement = self.statements.get_mut(id).expect("known");
         statement.learn_types(&packet.payload);
@@ -139,7 +140,7 @@ impl Session {
             return Ok(());
         };
         loop {
-            let on = match self.prepared_on(conns, id, target, reply_seq).await? {
+            let on = match self.prepared_on(conns, id, target, Some(reply_seq)).await? {
                 Readiness::Prepared(on) => on,
                 Readiness::Lost => {
                     target = conns.primary_id();
@@ -197,9 +198,11 @@ impl Session {
     ) -> Result<(), SessionError> {
         let reply_seq = packet.last_seq.wrapping_add(1);
         let client_id = statement_id(&packet.payload).unwrap_or(0);
-        let Some(id) = self.known_statement(&packet.payload) else {
-            let err = SqlError::unknown_statement(client_id, "mysqld_stmt_fetch");
-            return self.send_error(reply_seq, &err).await;
+        let Some(id) = self
+            .statement_or_error(&packet.payload, reply_seq, "mysqld_stmt_fetch")
+            .await?
+        else {
+            return Ok(());
         };
         let statement = self.statements.get_mut(id).expect("known");
         let cursor = statement
@@ -233,7 +236,7 @@ impl Session {
             return Ok(());
         };
         let primary = conns.primary_id();
-        let Readiness::Prepared(on) = self.prepared_on(conns, id, primary, 1).await? else {
+        let Readiness::Prepared(on) = self.prepared_on(conns, id, primary, None).await? else {
             return Ok(());
         };
         set_statement_id(&mut packet.payload, on.id);
@@ -251,10 +254,11 @@ impl Session {
         packet: Packet,
     ) -> Result<(), SessionError> {
         let reply_seq = packet.last_seq.wrapping_add(1);
-        let Some(id) = self.known_statement(&packet.payload) else {
-            let client_id = statement_id(&packet.payload).unwrap_or(0);
-            let err = SqlError::unknown_statement(client_id, "mysqld_stmt_reset");
-            return self.send_error(reply_seq, &err).await;
+        let Some(id) = self
+            .statement_or_error(&packet.payload, reply_seq, "mysqld_stmt_reset")
+            .await?
+        else {
+            return Ok(());
         };
         let statement = self.statements.get_mut(id).expect("known");
         statement.long_data = false;
@@ -309,13 +313,30 @@ impl Session {
         self.statements.get_mut(id).map(|_| id)
     }
 
-    /// Prepares statement `id` on `target` unless it already is.
+    /// Like `known_statement`, but a statement the session does not have is answered with
+    /// error 1243 as the server words it for `command`.
+    async fn statement_or_error(
+        &mut self,
+        payload: &[u8],
+        reply_seq: u8,
+        command: &str,
+    ) -> Result<Option<u32>, SessionError> {
+        if let Some(id) = self.known_statement(payload) {
+            return Ok(Some(id));
+        }
+        let client_id = statement_id(payload).unwrap_or(0);
+        let err = SqlError::unknown_statement(client_id, command);
+        self.send_error(reply_seq, &err).await.map(|()| None)
+    }
+
+    /// Prepares statement `id` on `target` unless it already is. `reply_seq` is where an
+    /// error may go if the primary fails: none for a command that has no answer.
     async fn prepared_on(
         &mut self,
         conns: &mut Connections,
         id: u32,
         target: u32,
-        reply_seq: u8,
+        reply_seq: Option<u8>,
     ) -> Result<Readiness, SessionError> {
         let statement = self.statements.get_mut(id).expect("known");
         if let Some(on) = statement.on(target) {
@@ -341,7 +362,7 @@ impl Session {
             Err(failure) if target == conns.primary_id() => {
                 let name = conns.primary_backend.name().to_owned();
                 let failure = RelayFailure {
-                    error_seq: Some(reply_seq),
+                    error_seq: reply_seq,
                     bytes: 0,
                     ..failure
                 };

@@ -190,7 +190,7 @@ impl Session {
             let timeout = self.shared.config.connect_timeout;
             // Counted as busy while connecting: a replica that accepts connections but does
             // not answer must not look idle to the balancer.
-            let connecting = backend.begin_connect();
+            let connecting = backend.start_request();
             let connected = BackendConn::connect(&backend.endpoint, login, timeout).await;
             drop(connecting);
             match connected {
