@@ -18,6 +18,15 @@ pub const DEFAULT_MAX_PACKET_SIZE: usize = 64 << 20;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_PACKET_SIZE_LIMIT: usize = 1 << 30;
 pub const DEFAULT_MAX_SESSION_HISTORY: usize = 256;
+pub const DEFAULT_HEADLESS_SERVICE: &str = "mysql";
+pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
+pub const DEFAULT_NAMESPACE: &str = "default";
+pub const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
+pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+pub const DEFAULT_MAX_REPLICATION_LAG: Duration = Duration::from_secs(10);
+pub const DEFAULT_RISE: u32 = 3;
+pub const MYSQL_PORT: u16 = 3306;
 
 /// The file as written.
 #[derive(Debug, Default, Deserialize)]
@@ -32,6 +41,36 @@ pub struct FileConfig {
     pub replicas: Vec<EndpointSection>,
     #[serde(default)]
     pub users: Vec<UserSection>,
+    #[serde(default)]
+    pub discovery: DiscoverySection,
+    #[serde(default)]
+    pub health: HealthSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoverySection {
+    pub headless_service: Option<String>,
+    pub namespace: Option<String>,
+    pub cluster_domain: Option<String>,
+    pub port_name: Option<String>,
+    pub primary_pod: Option<String>,
+    pub port: Option<u16>,
+    pub dns_server: Option<String>,
+    pub interval: Option<String>,
+    pub kubernetes: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSection {
+    pub monitor_user: Option<String>,
+    pub monitor_password_env: Option<String>,
+    pub monitor_password_file: Option<PathBuf>,
+    pub check_interval: Option<String>,
+    pub check_timeout: Option<String>,
+    pub max_replication_lag: Option<String>,
+    pub rise: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -74,6 +113,14 @@ pub struct Overrides {
     pub listen: Option<String>,
     pub primary: Option<String>,
     pub replicas: Vec<String>,
+    pub headless_service: Option<String>,
+    pub namespace: Option<String>,
+    pub cluster_domain: Option<String>,
+    pub dns_server: Option<String>,
+    pub monitor_user: Option<String>,
+    pub monitor_password_env: Option<String>,
+    pub check_interval: Option<String>,
+    pub max_replication_lag: Option<String>,
 }
 
 /// A backend server: a stable name (the pod's DNS name) and where to reach it.
@@ -104,6 +151,83 @@ pub struct Config {
     pub replicas: Vec<Endpoint>,
     pub users: HashMap<String, User>,
     pub routing: Routing,
+    pub discovery: Discovery,
+    pub health: HealthChecks,
+}
+
+/// Where the servers come from besides the static list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovery {
+    /// The StatefulSet's headless Service, when its pods are discovered through DNS (and the
+    /// Kubernetes API).
+    pub headless: Option<Headless>,
+    /// No primary is configured: the headless Service's primary pod is the primary.
+    pub primary_from_headless: bool,
+    /// The nameserver to ask; `None` uses the system's resolver configuration.
+    pub dns_server: Option<std::net::SocketAddr>,
+    /// How often names are resolved again.
+    pub interval: Duration,
+    pub kubernetes: KubernetesMode,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Headless {
+    pub service: String,
+    pub namespace: String,
+    pub cluster_domain: String,
+    /// The SRV port name: `_<port_name>._tcp.<service>...`.
+    pub port_name: String,
+    /// The hostname of the pod that is the primary (ordinal 0).
+    pub primary_pod: String,
+    /// The port used when the Service publishes no SRV records.
+    pub port: u16,
+}
+
+impl Headless {
+    /// The primary pod's DNS name, as the StatefulSet publishes it.
+    pub fn primary_name(&self) -> String {
+        format!(
+            "{}.{}.{}.svc.{}",
+            self.primary_pod, self.service, self.namespace, self.cluster_domain
+        )
+    }
+}
+
+/// Whether readiness comes from the Kubernetes API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KubernetesMode {
+    /// When running in a cluster or a kubeconfig is at hand.
+    Auto,
+    On,
+    Off,
+}
+
+/// The monitor's checks and the thresholds that decide eligibility.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthChecks {
+    /// Without a monitor user no checks run: replicas are used while they accept
+    /// connections, and replication lag is not known.
+    pub monitor: Option<MonitorUser>,
+    pub check_interval: Duration,
+    /// For each connection attempt and each check query.
+    pub check_timeout: Duration,
+    pub max_replication_lag: Duration,
+    /// Consecutive passed checks a replica that failed one needs before it gets reads again.
+    pub rise: u32,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct MonitorUser {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for MonitorUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MonitorUser")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How statements are spread.
@@ -183,30 +307,23 @@ impl Config {
                 "proxy.max_packet_size is {max_packet_size}; it must be between 1024 and {MAX_PACKET_SIZE_LIMIT} bytes"
             ));
         }
-        let connect_timeout = match proxy.connect_timeout.as_deref().map(parse_duration) {
-            None => DEFAULT_CONNECT_TIMEOUT,
-            Some(Ok(d)) if !d.is_zero() => d,
-            Some(Ok(_)) => {
-                problems.push("proxy.connect_timeout must be more than zero".into());
-                DEFAULT_CONNECT_TIMEOUT
-            }
-            Some(Err(e)) => {
-                problems.push(format!("proxy.connect_timeout: {e}"));
-                DEFAULT_CONNECT_TIMEOUT
-            }
-        };
+        let connect_timeout = duration_setting(
+            "proxy.connect_timeout",
+            proxy.connect_timeout.as_deref(),
+            DEFAULT_CONNECT_TIMEOUT,
+            &mut problems,
+        );
         let auth_plugin = match proxy.auth_plugin.as_deref() {
             None => FrontendPlugin::NativePassword,
             Some(name) => plugin_or_problem("proxy.auth_plugin", name, &mut problems),
         };
 
-        let primary = match (&overrides.primary, file.primary) {
-            (Some(address), _) => endpoint(None, address),
-            (None, Some(section)) => endpoint(section.name, &section.address),
-            (None, None) => endpoint(None, DEFAULT_PRIMARY),
+        let discovery_section = file.discovery;
+        let explicit_primary = match (&overrides.primary, file.primary) {
+            (Some(address), _) => Some(endpoint(None, address)),
+            (None, Some(section)) => Some(endpoint(section.name, &section.address)),
+            (None, None) => None,
         };
-        check_address("primary.address", &primary.address, &mut problems);
-
         let replicas: Vec<Endpoint> = if overrides.replicas.is_empty() {
             file.replicas
                 .into_iter()
@@ -219,6 +336,59 @@ impl Config {
                 .map(|a| endpoint(None, a))
                 .collect()
         };
+        // Without any server named, the proxy finds the StatefulSet the usual way.
+        let service = overrides
+            .headless_service
+            .clone()
+            .or(discovery_section.headless_service)
+            .or_else(|| {
+                (explicit_primary.is_none() && replicas.is_empty())
+                    .then(|| DEFAULT_HEADLESS_SERVICE.to_owned())
+            });
+        let headless = service.map(|service| Headless {
+            service,
+            namespace: overrides
+                .namespace
+                .clone()
+                .or(discovery_section.namespace)
+                .or_else(pod_namespace)
+                .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned()),
+            cluster_domain: overrides
+                .cluster_domain
+                .clone()
+                .or(discovery_section.cluster_domain)
+                .unwrap_or_else(|| DEFAULT_CLUSTER_DOMAIN.to_owned()),
+            port_name: discovery_section
+                .port_name
+                .unwrap_or_else(|| "mysql".to_owned()),
+            primary_pod: discovery_section
+                .primary_pod
+                .unwrap_or_else(|| "mysql-0".to_owned()),
+            port: discovery_section.port.unwrap_or(MYSQL_PORT),
+        });
+        if let Some(headless) = &headless {
+            for (at, value) in [
+                ("discovery.headless_service", &headless.service),
+                ("discovery.namespace", &headless.namespace),
+                ("discovery.cluster_domain", &headless.cluster_domain),
+                ("discovery.port_name", &headless.port_name),
+                ("discovery.primary_pod", &headless.primary_pod),
+            ] {
+                if value.is_empty() || value.contains(|c: char| c.is_whitespace() || c == ':') {
+                    problems.push(format!("{at} is '{value}'; expected a DNS label or name"));
+                }
+            }
+        }
+        let primary_from_headless = explicit_primary.is_none() && headless.is_some();
+        let primary = match (explicit_primary, &headless) {
+            (Some(primary), _) => primary,
+            (None, Some(headless)) => Endpoint {
+                name: headless.primary_name(),
+                address: format!("{}:{}", headless.primary_name(), headless.port),
+            },
+            (None, None) => endpoint(None, DEFAULT_PRIMARY),
+        };
+        check_address("primary.address", &primary.address, &mut problems);
         let mut names = vec![primary.name.as_str()];
         for (i, replica) in replicas.iter().enumerate() {
             check_address(
@@ -234,6 +404,43 @@ impl Config {
             }
             names.push(&replica.name);
         }
+        let dns_server = overrides
+            .dns_server
+            .clone()
+            .or(discovery_section.dns_server)
+            .and_then(|text| match text.parse::<std::net::SocketAddr>() {
+                Ok(address) => Some(address),
+                Err(_) => {
+                    problems.push(format!(
+                        "discovery.dns_server is '{text}'; expected ip:port, for example 10.96.0.10:53"
+                    ));
+                    None
+                }
+            });
+        let interval = duration_setting(
+            "discovery.interval",
+            discovery_section.interval.as_deref(),
+            DEFAULT_DISCOVERY_INTERVAL,
+            &mut problems,
+        );
+        let kubernetes = match discovery_section.kubernetes.as_deref() {
+            None | Some("auto") => KubernetesMode::Auto,
+            Some("on") => KubernetesMode::On,
+            Some("off") => KubernetesMode::Off,
+            Some(other) => {
+                problems.push(format!(
+                    "discovery.kubernetes is '{other}'; expected auto, on or off"
+                ));
+                KubernetesMode::Auto
+            }
+        };
+        let discovery = Discovery {
+            headless,
+            primary_from_headless,
+            dns_server,
+            interval,
+            kubernetes,
+        };
 
         let routing = Routing {
             fallback_to_primary: file.routing.fallback_to_primary.unwrap_or(true),
@@ -274,6 +481,8 @@ impl Config {
             }
         }
 
+        let health = health_checks(file.health, overrides, &users, env, &mut problems);
+
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems));
         }
@@ -287,8 +496,133 @@ impl Config {
             replicas,
             users,
             routing,
+            discovery,
+            health,
         })
     }
+}
+
+fn health_checks(
+    section: HealthSection,
+    overrides: &Overrides,
+    users: &HashMap<String, User>,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<String>,
+) -> HealthChecks {
+    let check_interval = duration_setting(
+        "health.check_interval",
+        overrides
+            .check_interval
+            .as_deref()
+            .or(section.check_interval.as_deref()),
+        DEFAULT_CHECK_INTERVAL,
+        problems,
+    );
+    let check_timeout = duration_setting(
+        "health.check_timeout",
+        section.check_timeout.as_deref(),
+        DEFAULT_CHECK_TIMEOUT,
+        problems,
+    );
+    let max_replication_lag = duration_setting(
+        "health.max_replication_lag",
+        overrides
+            .max_replication_lag
+            .as_deref()
+            .or(section.max_replication_lag.as_deref()),
+        DEFAULT_MAX_REPLICATION_LAG,
+        problems,
+    );
+    let rise = section.rise.unwrap_or(DEFAULT_RISE);
+    if rise == 0 {
+        problems.push("health.rise must be at least 1".into());
+    }
+    let user = overrides.monitor_user.clone().or(section.monitor_user);
+    let password_env = overrides
+        .monitor_password_env
+        .clone()
+        .or(section.monitor_password_env);
+    let monitor = user.and_then(|user| {
+        let password = match (password_env, &section.monitor_password_file) {
+            (Some(var), None) => env(&var).or_else(|| {
+                problems.push(format!(
+                    "health.monitor_password_env names {var}, which is not set in the environment"
+                ));
+                None
+            }),
+            (None, Some(path)) => read_secret_file(path)
+                .map_err(|e| {
+                    problems.push(format!(
+                        "health.monitor_password_file: cannot read {}: {e}",
+                        path.display()
+                    ))
+                })
+                .ok(),
+            (None, None) => match users.get(&user) {
+                Some(entry) => Some(entry.password.clone()),
+                None => {
+                    problems.push(format!(
+                        "health.monitor_user '{user}' has no password: add a [[users]] entry for it, \
+                         or set monitor_password_env or monitor_password_file"
+                    ));
+                    None
+                }
+            },
+            (Some(_), Some(_)) => {
+                problems.push(
+                    "health: set only one of monitor_password_env, monitor_password_file".into(),
+                );
+                None
+            }
+        };
+        password.map(|password| MonitorUser { user, password })
+    });
+    HealthChecks {
+        monitor,
+        check_interval,
+        check_timeout,
+        max_replication_lag,
+        rise,
+    }
+}
+
+/// A duration setting that must be more than zero.
+fn duration_setting(
+    at: &str,
+    text: Option<&str>,
+    default: Duration,
+    problems: &mut Vec<String>,
+) -> Duration {
+    match text.map(parse_duration) {
+        None => default,
+        Some(Ok(d)) if !d.is_zero() => d,
+        Some(Ok(_)) => {
+            problems.push(format!("{at} must be more than zero"));
+            default
+        }
+        Some(Err(e)) => {
+            problems.push(format!("{at}: {e}"));
+            default
+        }
+    }
+}
+
+/// The namespace of the pod the proxy runs in, from its service account.
+fn pod_namespace() -> Option<String> {
+    std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+        .ok()
+        .map(|ns| ns.trim().to_owned())
+        .filter(|ns| !ns.is_empty())
+}
+
+/// A secret from a file; secret files written with `echo` end in a newline that is not
+/// part of the secret.
+fn read_secret_file(path: &Path) -> std::io::Result<String> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(text
+        .strip_suffix('\n')
+        .map_or(text.as_str(), |t| t.strip_suffix('\r').unwrap_or(t))
+        .to_owned())
 }
 
 fn user_password(
@@ -312,13 +646,8 @@ fn user_password(
             }
             value
         }
-        (None, None, Some(path)) => match std::fs::read_to_string(path) {
-            // Secret files written with `echo` end in a newline that is not part of the password.
-            Ok(text) => Some(
-                text.strip_suffix('\n')
-                    .map_or(text.as_str(), |t| t.strip_suffix('\r').unwrap_or(t))
-                    .to_owned(),
-            ),
+        (None, None, Some(path)) => match read_secret_file(path) {
+            Ok(password) => Some(password),
             Err(e) => {
                 problems.push(format!(
                     "{at}: cannot read password_file {}: {e}",
@@ -430,8 +759,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.listen, DEFAULT_LISTEN);
-        assert_eq!(config.primary.name, "mysql-0.mysql");
-        assert_eq!(config.primary.address, DEFAULT_PRIMARY);
+        // No server named: the StatefulSet's headless Service is discovered.
+        let headless = config.discovery.headless.as_ref().unwrap();
+        assert_eq!(headless.service, "mysql");
+        assert_eq!(headless.namespace, "default");
+        assert_eq!(headless.cluster_domain, "cluster.local");
+        assert_eq!(
+            config.primary.name,
+            "mysql-0.mysql.default.svc.cluster.local"
+        );
+        assert_eq!(
+            config.primary.address,
+            "mysql-0.mysql.default.svc.cluster.local:3306"
+        );
+        assert_eq!(config.discovery.kubernetes, KubernetesMode::Auto);
+        assert_eq!(config.health.monitor, None);
+        assert_eq!(config.health.check_interval, Duration::from_secs(1));
+        assert_eq!(config.health.max_replication_lag, Duration::from_secs(10));
         assert_eq!(config.max_packet_size, 64 << 20);
         assert_eq!(config.users["app"].password, "pw");
         assert_eq!(config.auth_plugin, FrontendPlugin::NativePassword);
@@ -445,6 +789,7 @@ mod tests {
             listen: Some("127.0.0.1:4000".into()),
             primary: Some("127.0.10.1:3306".into()),
             replicas: vec!["127.0.10.2:3306".into(), "127.0.10.3:3306".into()],
+            ..Overrides::default()
         };
         let config = Config::from_file(parse(text), &overrides, &env).unwrap();
         assert_eq!(config.listen, "127.0.0.1:4000");
@@ -452,6 +797,69 @@ mod tests {
         assert_eq!(config.primary.name, "127.0.10.1");
         assert_eq!(config.replicas.len(), 2);
         assert_eq!(config.users["app"].password, "from-env");
+        // Servers named, no Service named: a static topology.
+        assert_eq!(config.discovery.headless, None);
+    }
+
+    #[test]
+    fn discovery_and_health_flags() {
+        let text = "[discovery]\nheadless_service = 'db'\ninterval = '2s'\nkubernetes = 'off'\n\
+                    [health]\nmonitor_user = 'monitor'\nrise = 2\n\
+                    [[users]]\nname = 'app'\npassword = 'pw'\n[[users]]\nname = 'monitor'\npassword = 'mon'\n";
+        let config = Config::from_file(parse(text), &Overrides::default(), &env).unwrap();
+        assert_eq!(config.discovery.headless.as_ref().unwrap().service, "db");
+        assert_eq!(config.primary.name, "mysql-0.db.default.svc.cluster.local");
+        assert_eq!(config.discovery.interval, Duration::from_secs(2));
+        assert_eq!(config.discovery.kubernetes, KubernetesMode::Off);
+        let monitor = config.health.monitor.as_ref().unwrap();
+        assert_eq!(
+            (monitor.user.as_str(), monitor.password.as_str()),
+            ("monitor", "mon")
+        );
+        assert_eq!(config.health.rise, 2);
+
+        let overrides = Overrides {
+            headless_service: Some("mysql".into()),
+            namespace: Some("shop".into()),
+            cluster_domain: Some("k8s.example".into()),
+            dns_server: Some("127.0.10.53:53".into()),
+            monitor_password_env: Some("APP_PASSWORD".into()),
+            check_interval: Some("250ms".into()),
+            max_replication_lag: Some("3s".into()),
+            ..Overrides::default()
+        };
+        let config = Config::from_file(parse(text), &overrides, &env).unwrap();
+        assert_eq!(config.primary.name, "mysql-0.mysql.shop.svc.k8s.example");
+        assert_eq!(
+            config.discovery.dns_server,
+            Some("127.0.10.53:53".parse().unwrap())
+        );
+        assert_eq!(config.health.monitor.unwrap().password, "from-env");
+        assert_eq!(config.health.check_interval, Duration::from_millis(250));
+        assert_eq!(config.health.max_replication_lag, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn discovery_and_health_problems() {
+        let text = "[discovery]\ndns_server = 'localhost'\nkubernetes = 'maybe'\ninterval = '0s'\n\
+                    [health]\nmonitor_user = 'nobody'\nmax_replication_lag = 'a while'\nrise = 0\n\
+                    [[users]]\nname = 'app'\npassword = 'pw'\n";
+        let found = problems(text, &Overrides::default());
+        let expect = [
+            "discovery.dns_server",
+            "discovery.kubernetes",
+            "discovery.interval must be more than zero",
+            "monitor_user 'nobody' has no password",
+            "health.max_replication_lag",
+            "health.rise",
+        ];
+        for needle in expect {
+            assert!(
+                found.iter().any(|p| p.contains(needle)),
+                "no problem mentions {needle:?}: {found:#?}"
+            );
+        }
+        assert_eq!(found.len(), expect.len(), "{found:#?}");
     }
 
     #[test]

@@ -34,6 +34,31 @@ struct Cli {
     /// A replica server; repeat for each. Replaces the file's replica list.
     #[arg(long = "replica", global = true, value_name = "HOST:PORT")]
     replicas: Vec<String>,
+    /// Discover the servers through this headless Service's DNS records (SRV, then A)
+    /// [default: mysql, when no server is named]
+    #[arg(long, global = true, value_name = "NAME")]
+    headless_service: Option<String>,
+    /// Namespace of the headless Service [default: the pod's own, else default]
+    #[arg(long, global = true, value_name = "NS")]
+    namespace: Option<String>,
+    /// Cluster DNS domain [default: cluster.local]
+    #[arg(long, global = true, value_name = "DOMAIN")]
+    cluster_domain: Option<String>,
+    /// Nameserver to resolve names with [default: the system's resolver configuration]
+    #[arg(long, global = true, value_name = "IP:PORT")]
+    dns_server: Option<String>,
+    /// User the health checks log in as; its password is its [[users]] entry's
+    #[arg(long, global = true, value_name = "NAME")]
+    monitor_user: Option<String>,
+    /// Environment variable holding the monitor user's password
+    #[arg(long, global = true, value_name = "VAR")]
+    monitor_password_env: Option<String>,
+    /// How often each server is checked, e.g. 500ms [default: 1s]
+    #[arg(long, global = true, value_name = "DURATION")]
+    check_interval: Option<String>,
+    /// Replicas further behind than this get no reads, e.g. 10s [default: 10s]
+    #[arg(long, global = true, value_name = "DURATION")]
+    max_replication_lag: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -48,6 +73,14 @@ fn main() -> ExitCode {
         listen: cli.listen,
         primary: cli.primary,
         replicas: cli.replicas,
+        headless_service: cli.headless_service,
+        namespace: cli.namespace,
+        cluster_domain: cli.cluster_domain,
+        dns_server: cli.dns_server,
+        monitor_user: cli.monitor_user,
+        monitor_password_env: cli.monitor_password_env,
+        check_interval: cli.check_interval,
+        max_replication_lag: cli.max_replication_lag,
     };
     let config = match Config::load(cli.config.as_deref(), &overrides) {
         Ok(config) => config,
@@ -65,6 +98,23 @@ fn main() -> ExitCode {
         );
         for replica in &config.replicas {
             println!("  replica:  {} ({})", replica.name, replica.address);
+        }
+        if let Some(headless) = &config.discovery.headless {
+            println!(
+                "  discover: headless Service {}.{} (SRV _{}._tcp), primary pod {}, every {:?}",
+                headless.service,
+                headless.namespace,
+                headless.port_name,
+                headless.primary_pod,
+                config.discovery.interval
+            );
+        }
+        match &config.health.monitor {
+            Some(monitor) => println!(
+                "  monitor:  user {}, every {:?}, max replication lag {:?}",
+                monitor.user, config.health.check_interval, config.health.max_replication_lag
+            ),
+            None => println!("  monitor:  off (no monitor_user): replication lag is not checked"),
         }
         let mut users: Vec<_> = config.users.keys().collect();
         users.sort();

@@ -15,13 +15,16 @@ use crate::config::Config;
 use crate::protocol::codes::SqlError;
 use crate::protocol::handshake::ServerIdentity;
 use crate::protocol::packet::encode_packet;
-use crate::topology::Backends;
+use crate::topology::{Backends, registry};
+
+/// How long start-up waits for discovery's first answer before taking clients anyway.
+const FIRST_DISCOVERY_WAIT: Duration = Duration::from_secs(5);
 
 /// State every session reads.
 pub struct Shared {
     pub config: Config,
     /// The backends and the balancer's state.
-    pub backends: Backends,
+    pub backends: Arc<Backends>,
     /// What the greeting says the server is: learned from the backends' own greetings.
     identity: RwLock<Option<ServerIdentity>>,
     next_connection_id: AtomicU32,
@@ -30,7 +33,7 @@ pub struct Shared {
 impl Shared {
     pub fn new(config: Config) -> Self {
         Self {
-            backends: Backends::from_config(&config),
+            backends: Arc::new(Backends::from_config(&config)),
             config,
             identity: RwLock::new(None),
             next_connection_id: AtomicU32::new(1),
@@ -43,7 +46,8 @@ impl Shared {
         if let Some(known) = self.identity.read().expect("not poisoned").clone() {
             return known;
         }
-        let primary = &self.config.primary;
+        let primary = self.backends.load().primary.endpoint.clone();
+        let primary = &primary;
         match BackendConn::probe(primary, self.config.connect_timeout).await {
             Ok(identity) => {
                 self.learn_identity(&identity);
@@ -102,8 +106,18 @@ impl Proxy {
     /// Accepts clients until `shutdown` completes.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let Proxy { listener, shared } = self;
+        let mut discovered = registry::start(&shared.config, shared.backends.clone());
+        // Clients that arrive before the servers are known would all land on the primary
+        // (or fail, if only discovery can name it); a first round takes milliseconds.
+        let first_round = discovered.wait_for(|done| *done);
+        if tokio::time::timeout(FIRST_DISCOVERY_WAIT, first_round)
+            .await
+            .is_err()
+        {
+            warn!("no answer from discovery yet; accepting clients with what is known");
+        }
         info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-              primary = %shared.config.primary.address, "rwsplit accepting clients");
+              primary = %shared.backends.load().primary.endpoint.address, "rwsplit accepting clients");
         tokio::spawn(learn_primary_identity(shared.clone()));
         let permits = Arc::new(Semaphore::new(shared.config.max_connections));
         let mut backoff = Duration::from_millis(5);

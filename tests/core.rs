@@ -621,7 +621,20 @@ async fn backend_dying_mid_result_gives_the_client_an_error() {
     assert_eq!(err.code, 2003);
     assert!(err.message.contains("mysql-0"), "{}", err.message);
     own.start_server(0).unwrap();
-    let mut conn = Conn::new(app_opts(addr, None)).await.unwrap();
+    // Failed attempts pause new ones for a while (at most MAX_CONNECT_BACKOFF), and
+    // statements fail at once meanwhile; then the server is tried again.
+    let deadline = std::time::Instant::now() + rwsplit::topology::MAX_CONNECT_BACKOFF * 2;
+    let mut conn = loop {
+        match Conn::new(app_opts(addr, None)).await {
+            Ok(conn) => break conn,
+            Err(e) if std::time::Instant::now() < deadline => {
+                let err = server_error(Err(e));
+                assert!(err.message.contains("mysql-0"), "{}", err.message);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("not served again after the backend came back: {e}"),
+        }
+    };
     let one: u8 = query_one(&mut conn, "SELECT 1").await;
     assert_eq!(one, 1, "served again once the backend is back");
 }

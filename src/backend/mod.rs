@@ -42,6 +42,9 @@ pub enum BackendError {
     Incompatible(String),
     #[error("connection broke during the handshake: {0}")]
     Packet(#[from] PacketError),
+    /// Recent attempts failed; the next is made after this long.
+    #[error("not tried: recent connection attempts failed; next attempt in {0:?}")]
+    Paused(Duration),
 }
 
 pub struct BackendConn {
@@ -52,6 +55,9 @@ pub struct BackendConn {
     capabilities: CapabilityFlags,
     /// The server's own id for this connection (what `CONNECTION_ID()` returns).
     pub connection_id: u32,
+    /// Fires when the health checks find the server not answering: a wait for an answer
+    /// that may still be abandoned then ends with an error instead of hanging.
+    abandon: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 /// A fresh, logged-in backend connection and what its handshake told.
@@ -83,6 +89,39 @@ impl From<std::io::Error> for BackendError {
 }
 
 impl BackendConn {
+    /// Gives up waiting on this connection when `signal` changes (see `abandon`).
+    pub fn abandon_when(&mut self, mut signal: tokio::sync::watch::Receiver<u64>) {
+        signal.mark_unchanged();
+        self.abandon = Some(signal);
+    }
+
+    /// Reads more of the server's answer; with `may_abandon`, a down signal ends the wait.
+    async fn read_more(&mut self, may_abandon: bool) -> std::io::Result<usize> {
+        match (&mut self.abandon, may_abandon) {
+            (Some(signal), true) => tokio::select! {
+                read = self.reader.read_more() => read,
+                Ok(()) = signal.changed() => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the health checks found the server not answering",
+                )),
+            },
+            _ => self.reader.read_more().await,
+        }
+    }
+
+    /// Whether an idle connection is still open: nothing may be waiting to be read on it,
+    /// and the server must not have closed it.
+    pub fn is_alive(&self) -> bool {
+        if !self.reader.buffered().is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        matches!(
+            self.reader.get_ref().try_read(&mut probe),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+        )
+    }
+
     pub async fn connect(
         endpoint: &Endpoint,
         login: &BackendLogin,
@@ -150,6 +189,7 @@ impl BackendConn {
                         writer,
                         capabilities: login.capabilities,
                         connection_id: handshake.connection_id(),
+                        abandon: None,
                     };
                     return Ok(Connected {
                         conn,

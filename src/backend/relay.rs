@@ -120,6 +120,32 @@ impl BackendConn {
         CR: AsyncRead + Unpin,
         CW: AsyncWrite + Unpin,
     {
+        self.relay(
+            kind,
+            command_seq,
+            client_in,
+            client_out,
+            client_statement_id,
+            false,
+        )
+        .await
+    }
+
+    /// `internal`: the answer goes to the proxy, not a client, so it may be abandoned at
+    /// any point; a client's answer only before its first byte.
+    async fn relay<CR, CW>(
+        &mut self,
+        kind: ResponseKind,
+        command_seq: u8,
+        client_in: &mut PacketReader<CR>,
+        client_out: &mut PacketWriter<CW>,
+        client_statement_id: Option<u32>,
+        internal: bool,
+    ) -> Result<RelayOutcome, RelayFailure>
+    where
+        CR: AsyncRead + Unpin,
+        CW: AsyncWrite + Unpin,
+    {
         let deprecate_eof = self
             .capabilities
             .contains(mysql_common::constants::CapabilityFlags::CLIENT_DEPRECATE_EOF);
@@ -219,7 +245,8 @@ impl BackendConn {
                     Step::More => {}
                 }
             }
-            match self.reader.read_more().await {
+            let may_abandon = internal || state.bytes == 0;
+            match self.read_more(may_abandon).await {
                 Ok(0) => {
                     let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
                     return Err(state.failure(RelayError::Backend(eof)));
@@ -245,7 +272,14 @@ impl BackendConn {
         let mut sink = PacketWriter::new(Vec::new());
         let mut no_input = PacketReader::new(tokio::io::empty());
         let outcome = self
-            .relay_response(kind, next.wrapping_sub(1), &mut no_input, &mut sink, None)
+            .relay(
+                kind,
+                next.wrapping_sub(1),
+                &mut no_input,
+                &mut sink,
+                None,
+                true,
+            )
             .await?;
         Ok(Collected {
             outcome,

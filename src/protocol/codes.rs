@@ -164,6 +164,40 @@ impl SqlError {
     }
 
     /// The backend connection broke while a command was running (clients know this as 2013).
+    /// A statement for the primary while it cannot be reached. The code is the client
+    /// library's "can't connect" one, which applications already treat as an outage.
+    pub fn primary_unavailable(name: &str, address: &str, detail: &str) -> Self {
+        Self::new(
+            2003,
+            b"HY000",
+            format!(
+                "Can't connect to the primary {name} ({address}): {detail}; writes fail until it is back"
+            ),
+        )
+    }
+
+    /// The primary's connection went away with state the session cannot get back.
+    pub fn primary_lost(name: &str, held: &str) -> Self {
+        Self::new(
+            2013,
+            b"HY000",
+            format!("Lost connection to the primary {name}; the session's {held} is gone"),
+        )
+    }
+
+    /// ER_OPTION_PREVENTS_STATEMENT, said by the proxy: the server named as the primary is
+    /// read-only, so a write would fail there anyway, with an error that blames the option.
+    pub fn primary_read_only(name: &str) -> Self {
+        Self::new(
+            1290,
+            b"HY000",
+            format!(
+                "The primary {name} is read-only (@@read_only = 1), so it cannot execute this \
+                 statement; check which server is the primary"
+            ),
+        )
+    }
+
     pub fn backend_lost(name: &str) -> Self {
         Self::new(
             2013,

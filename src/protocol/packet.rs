@@ -58,6 +58,10 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
         }
     }
 
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
     /// The bytes read from the socket and not yet consumed.
     pub fn buffered(&self) -> &[u8] {
         &self.buf

@@ -1,7 +1,11 @@
-//! The session's backend connections (D3): one to the primary, opened at login, and one to
-//! each replica the session has read from, opened on first use. Routing asks for a backend
-//! by id and gets a connection that is logged in as the client and carries the session's
-//! state; a pool shared by sessions could stand behind the same calls.
+//! The session's backend connections (D3): one to the primary and one to each replica the
+//! session has read from, each opened on first use. Routing asks for a backend by id and
+//! gets a connection that is logged in as the client and carries the session's state; a
+//! pool shared by sessions could stand behind the same calls.
+//!
+//! The primary's connection may be missing: the session logged in while the primary was
+//! down (through a replica), or lost it between statements. It is opened again when a
+//! statement needs it.
 
 use std::sync::Arc;
 
@@ -17,17 +21,48 @@ pub(super) struct ReplicaConn {
 
 pub(super) struct Connections {
     pub primary_backend: Arc<Backend>,
-    pub primary: BackendConn,
+    pub primary: Option<BackendConn>,
+    /// `primary_backend.down_count()` when the primary connection was last known open.
+    pub primary_down_seen: u64,
+    /// When the primary connection was last handed out.
+    pub primary_used: std::time::Instant,
     pub replicas: Vec<ReplicaConn>,
 }
 
 impl Connections {
-    pub fn new(primary_backend: Arc<Backend>, primary: BackendConn) -> Self {
+    pub fn new(primary_backend: Arc<Backend>) -> Self {
         Self {
+            primary_down_seen: primary_backend.down_count(),
+            primary_used: std::time::Instant::now(),
             primary_backend,
-            primary,
+            primary: None,
             replicas: Vec::new(),
         }
+    }
+
+    /// Takes the connection a login opened, to the primary or a replica.
+    pub fn adopt(&mut self, opened: super::login::Opened) {
+        match opened.backend.role {
+            crate::topology::Role::Primary => self.set_primary(opened.backend, opened.conn),
+            crate::topology::Role::Replica => self.add_replica(opened.backend, opened.conn),
+        }
+    }
+
+    /// Takes a fresh connection to the primary.
+    pub fn set_primary(&mut self, backend: Arc<Backend>, conn: BackendConn) {
+        self.primary_down_seen = backend.down_count();
+        self.primary_backend = backend;
+        self.primary = Some(conn);
+    }
+
+    /// Takes a fresh replica connection, which has replayed nothing yet.
+    pub fn add_replica(&mut self, backend: Arc<Backend>, mut conn: BackendConn) {
+        conn.abandon_when(backend.down_signal());
+        self.replicas.push(ReplicaConn {
+            backend,
+            conn,
+            synced: 0,
+        });
     }
 
     pub fn primary_id(&self) -> u32 {
@@ -35,7 +70,10 @@ impl Connections {
     }
 
     pub fn is_open(&self, backend: u32) -> bool {
-        backend == self.primary_id() || self.replica(backend).is_some()
+        if backend == self.primary_id() {
+            return self.primary.is_some();
+        }
+        self.replica(backend).is_some()
     }
 
     pub fn replica(&self, backend: u32) -> Option<&ReplicaConn> {
@@ -49,7 +87,7 @@ impl Connections {
     /// The backend and connection for an id the session has open.
     pub fn get_mut(&mut self, backend: u32) -> Option<(&Arc<Backend>, &mut BackendConn)> {
         if backend == self.primary_backend.id {
-            return Some((&self.primary_backend, &mut self.primary));
+            return self.primary.as_mut().map(|c| (&self.primary_backend, c));
         }
         self.replica_mut(backend).map(|r| (&r.backend, &mut r.conn))
     }
@@ -68,6 +106,8 @@ impl Connections {
 
     pub async fn quit(mut self) {
         self.close_replicas().await;
-        self.primary.quit().await;
+        if let Some(primary) = self.primary {
+            primary.quit().await;
+        }
     }
 }

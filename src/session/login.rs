@@ -5,22 +5,34 @@
 use mysql_common::constants::CapabilityFlags;
 use mysql_common::packets::AuthSwitchRequest;
 use mysql_common::proto::MySerialize;
-use tracing::{info, warn};
+use std::sync::Arc;
+
+use tracing::{debug, info, warn};
 
 use super::change_user::ChangeUser;
 use super::{Session, SessionError};
 use crate::auth::FrontendPlugin;
-use crate::backend::{BackendConn, BackendError};
+use crate::backend::{BackendConn, BackendError, Connected};
 use crate::protocol::codes::SqlError;
 use crate::protocol::handshake::{
     BackendLogin, HelloError, greeting_payload, ok_status_flags, parse_client_hello,
 };
+use crate::topology::Backend;
 
 /// Handshake packets are small; a client sending more is not a MySQL client.
 const MAX_HANDSHAKE_PACKET: usize = 64 * 1024;
 
 /// caching_sha2_password's "fast authentication succeeded" message.
 const FAST_AUTH_OK: [u8; 2] = [0x01, 0x03];
+
+/// The backend connection a login opened: the primary's, or a replica's while the primary
+/// is down.
+pub(super) struct Opened {
+    pub backend: Arc<Backend>,
+    pub conn: BackendConn,
+    /// Status flags of the server's OK.
+    pub status: u16,
+}
 
 /// A client's credentials as it presented them.
 struct Credentials<'a> {
@@ -32,7 +44,7 @@ struct Credentials<'a> {
 impl Session {
     /// Greets the client, authenticates it and opens its connection to the primary; returns
     /// it with the status flags of the primary's OK.
-    pub(super) async fn login(&mut self) -> Result<(BackendConn, u16), SessionError> {
+    pub(super) async fn login(&mut self) -> Result<Opened, SessionError> {
         let identity = self.shared.identity().await;
         let plugin = self.shared.config.auth_plugin;
         let greeting = greeting_payload(&identity, self.id, &self.scramble, plugin.name());
@@ -102,7 +114,7 @@ impl Session {
         &mut self,
         payload: &[u8],
         seq: u8,
-    ) -> Result<(BackendConn, u16), SessionError> {
+    ) -> Result<Opened, SessionError> {
         let Some(change) = ChangeUser::parse(payload, self.capabilities) else {
             let err = SqlError::malformed_packet("COM_CHANGE_USER");
             return Err(self.fail_client(seq, err).await);
@@ -133,21 +145,26 @@ impl Session {
         Ok(backend)
     }
 
-    /// Logs in to the primary and relays its final OK (or its refusal) to the client.
+    /// Logs in to the primary (or, while it is down, a replica) and relays the server's
+    /// final OK (or its refusal) to the client.
     async fn open_backend(
         &mut self,
         login: &BackendLogin,
         seq: u8,
-    ) -> Result<(BackendConn, u16), SessionError> {
-        match self.connect_backend(login).await {
-            Ok(connected) => {
+    ) -> Result<Opened, SessionError> {
+        match self.connect_for_login(login).await {
+            Ok((backend, connected)) => {
                 self.client_out
                     .send(seq, &connected.ok_payload)
                     .await
                     .map_err(SessionError::ClientIo)?;
                 let status = ok_status_flags(&connected.ok_payload)
                     .unwrap_or(crate::protocol::codes::SERVER_STATUS_AUTOCOMMIT);
-                Ok((connected.conn, status))
+                Ok(Opened {
+                    backend,
+                    conn: connected.conn,
+                    status,
+                })
             }
             Err(SessionError::Backend { name, source }) => {
                 let err = match &source {
@@ -158,6 +175,71 @@ impl Session {
                 Err(SessionError::Backend { name, source })
             }
             Err(other) => Err(other),
+        }
+    }
+
+    /// The primary's connection for a login; when the primary cannot be reached, a
+    /// replica's, so that reads keep working while it is down (writes then fail with the
+    /// primary's name until it is back). A refusal (wrong database, account locked) is the
+    /// primary's verdict and final.
+    async fn connect_for_login(
+        &self,
+        login: &BackendLogin,
+    ) -> Result<(Arc<Backend>, Connected), SessionError> {
+        let primary = self.shared.backends.load().primary.clone();
+        let primary_error = match self.connect_to(&primary, login).await {
+            Ok(connected) => return Ok((primary, connected)),
+            Err(BackendError::Refused(err)) => {
+                return Err(SessionError::Backend {
+                    name: primary.name().to_owned(),
+                    source: BackendError::Refused(err),
+                });
+            }
+            Err(e) => e,
+        };
+        let mut tried = Vec::new();
+        while let Some(replica) = self.shared.backends.pick_replica(&tried) {
+            tried.push(replica.id);
+            match self.connect_to(&replica, login).await {
+                Ok(connected) => {
+                    warn!(
+                        primary = primary.name(),
+                        replica = replica.name(),
+                        error = %primary_error,
+                        "primary unreachable; logged in through a replica, writes will fail"
+                    );
+                    return Ok((replica, connected));
+                }
+                Err(e) => debug!(replica = replica.name(), error = %e, "replica login failed"),
+            }
+        }
+        Err(SessionError::Backend {
+            name: primary.name().to_owned(),
+            source: primary_error,
+        })
+    }
+
+    /// Connects to `backend` unless its breaker is open, and keeps the breaker current.
+    pub(super) async fn connect_to(
+        &self,
+        backend: &Backend,
+        login: &BackendLogin,
+    ) -> Result<Connected, BackendError> {
+        let timeout = self.shared.config.connect_timeout;
+        if !backend.available() {
+            return Err(BackendError::Paused(backend.blocked_for()));
+        }
+        match BackendConn::connect(&backend.endpoint, login, timeout).await {
+            Ok(connected) => {
+                backend.connect_succeeded();
+                self.shared.learn_identity(&connected.identity);
+                Ok(connected)
+            }
+            Err(BackendError::Refused(err)) => Err(BackendError::Refused(err)),
+            Err(e) => {
+                backend.connect_failed();
+                Err(e)
+            }
         }
     }
 

@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tracing::{Instrument, debug, info_span, warn};
 
-use crate::backend::{BackendConn, BackendError, RelayError, RelayFailure};
+use crate::backend::{BackendError, RelayError, RelayFailure};
 use crate::protocol::codes::{self as codes, SqlError};
 use crate::protocol::handshake::BackendLogin;
 use crate::protocol::packet::{PacketError, PacketReader, PacketWriter};
@@ -46,6 +46,8 @@ pub enum SessionError {
     Backend { name: String, source: BackendError },
     #[error("relay from backend {name} failed: {failure}")]
     Relay { name: String, failure: RelayFailure },
+    #[error("connection to the primary {name} lost while the session held {held}")]
+    PrimaryLost { name: String, held: &'static str },
 }
 
 pub struct Session {
@@ -95,10 +97,10 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, id: u32, shared: Arc<Share
 
 impl Session {
     async fn serve(&mut self) -> Result<(), SessionError> {
-        let (primary, status) = self.login().await?;
-        let primary_backend = self.shared.backends.load().primary.clone();
-        let mut conns = Connections::new(primary_backend, primary);
-        self.state.restart(status);
+        let opened = self.login().await?;
+        let mut conns = Connections::new(self.shared.backends.load().primary.clone());
+        self.state.restart(opened.status);
+        conns.adopt(opened);
         let result = self.command_loop(&mut conns).await;
         if result.is_ok() {
             conns.quit().await;
@@ -137,10 +139,13 @@ impl Session {
                 codes::COM_STMT_CLOSE => self.close_statement(conns, packet).await,
                 codes::COM_CHANGE_USER => {
                     let reply_seq = packet.last_seq.wrapping_add(1);
-                    let (primary, status) = self.change_user(&packet.payload, reply_seq).await?;
+                    let opened = self.change_user(&packet.payload, reply_seq).await?;
                     conns.close_replicas().await;
-                    conns.primary = primary;
-                    self.state.restart(status);
+                    if let Some(old) = conns.primary.take() {
+                        old.quit().await;
+                    }
+                    self.state.restart(opened.status);
+                    conns.adopt(opened);
                     self.statements.clear();
                 }
                 codes::COM_INIT_DB => {
@@ -251,22 +256,5 @@ impl Session {
             .await
             .map(drop)
             .map_err(SessionError::ClientIo)
-    }
-
-    /// Opens a backend connection to the primary for `login`.
-    async fn connect_backend(
-        &self,
-        login: &BackendLogin,
-    ) -> Result<crate::backend::Connected, SessionError> {
-        let primary = self.shared.backends.load().primary.clone();
-        let timeout = self.shared.config.connect_timeout;
-        let connected = BackendConn::connect(&primary.endpoint, login, timeout)
-            .await
-            .map_err(|source| SessionError::Backend {
-                name: primary.name().to_owned(),
-                source,
-            })?;
-        self.shared.learn_identity(&connected.identity);
-        Ok(connected)
     }
 }

@@ -50,7 +50,9 @@ impl Session {
             self.prepared(&packet, class, target, id, ok);
             return Ok(());
         }
-        let primary = conns.primary_id();
+        let Some(primary) = self.primary(conns, command.reply_seq()).await? else {
+            return Ok(());
+        };
         match self.run_on(conns, primary, &command, Some(id)).await? {
             Ran::Done(outcome) => {
                 if let Some(ok) = outcome.prepared {
@@ -139,16 +141,24 @@ impl Session {
         let Some(mut target) = self.resolve(conns, route, reply_seq).await? else {
             return Ok(());
         };
+        let mut failed = Vec::new();
         loop {
             let on = match self.prepared_on(conns, id, target, Some(reply_seq)).await? {
                 Readiness::Prepared(on) => on,
                 Readiness::Lost => {
-                    target = conns.primary_id();
+                    failed.push(target);
+                    match self.retry_target(conns, &mut failed, reply_seq).await? {
+                        Some(next) => target = next,
+                        None => return Ok(()),
+                    }
                     continue;
                 }
                 Readiness::Refused(_) if target != conns.primary_id() => {
                     debug!(backend = target, "replica cannot prepare the statement");
-                    target = conns.primary_id();
+                    match self.primary(conns, reply_seq).await? {
+                        Some(primary) => target = primary,
+                        None => return Ok(()),
+                    }
                     continue;
                 }
                 Readiness::Refused(err) => {
@@ -184,7 +194,13 @@ impl Session {
                     self.learn(conns, target, Some(&class), effect, &command, outcome);
                     return Ok(());
                 }
-                Ran::Retry => target = conns.primary_id(),
+                Ran::Retry => {
+                    failed.push(target);
+                    match self.retry_target(conns, &mut failed, reply_seq).await? {
+                        Some(next) => target = next,
+                        None => return Ok(()),
+                    }
+                }
                 Ran::Answered => return Ok(()),
             }
         }
@@ -235,12 +251,18 @@ impl Session {
         let Some(id) = self.known_statement(&packet.payload) else {
             return Ok(());
         };
-        let primary = conns.primary_id();
+        // No answer is due: if the primary cannot be reached, the next execute (which goes
+        // there too) carries the error.
+        let reply_seq = packet.last_seq.wrapping_add(1);
+        let Ok(primary) = self.open_primary(conns, reply_seq).await? else {
+            return Ok(());
+        };
         let Readiness::Prepared(on) = self.prepared_on(conns, id, primary, None).await? else {
             return Ok(());
         };
         set_statement_id(&mut packet.payload, on.id);
-        if conns.primary.send_command(&packet.payload).await.is_ok() {
+        let (_, conn) = conns.get_mut(primary).expect("open");
+        if conn.send_command(&packet.payload).await.is_ok() {
             self.statements.get_mut(id).expect("known").long_data = true;
         }
         Ok(())

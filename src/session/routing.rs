@@ -1,20 +1,24 @@
 //! Running a command where the router sends it: choosing the replica, opening its
 //! connection and replaying the session history on it, relaying the answer, and what
 //! happens when a backend fails (D7): a read that failed before any byte reached the client
-//! is retried on the primary; after that, the client gets an error and the session goes on
-//! without that replica. A failure of the primary ends the session, as it would end a
-//! direct connection.
+//! (the replica refused, reset, or was found hung by the health checks) is retried on another
+//! replica, then the primary; after that, the client gets an error and the session goes on
+//! without that replica. Writes are never retried. A primary that fails during a statement
+//! ends the session, as it would end a direct connection; a primary connection found closed
+//! between statements is replaced, unless the session held something only it had.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
-use super::connections::{Connections, ReplicaConn};
+use super::connections::Connections;
 use super::state::{SessionEffect, query_effect};
 use super::{Session, SessionError};
-use crate::backend::{BackendConn, BackendError, RelayError, RelayFailure, RelayOutcome};
-use crate::classify::{Statement, classify};
+use crate::backend::{BackendError, RelayError, RelayFailure, RelayOutcome};
+use crate::classify::{Kind, Statement, classify};
 use crate::protocol::codes::SqlError;
+use crate::protocol::handshake::ok_status_flags;
 use crate::protocol::packet::Packet;
 use crate::protocol::response::ResponseKind;
 use crate::router::{self, Route};
@@ -24,6 +28,10 @@ use crate::topology::Backend;
 /// ER_ACCESS_DENIED_ERROR, ER_ACCESS_DENIED_NO_PASSWORD_ERROR, ER_ACCOUNT_HAS_BEEN_LOCKED.
 const ACCESS_DENIED: [u16; 4] = [1044, 1045, 1698, 3118];
 const ER_BAD_DB_ERROR: u16 = 1049;
+
+/// A primary connection idle this long is checked before use: the server may have closed
+/// it (restarted, or `wait_timeout`) without the health checks noticing yet.
+const IDLE_CHECK_AFTER: Duration = Duration::from_secs(1);
 
 /// How running a command on a backend went.
 pub(super) enum Ran {
@@ -72,6 +80,14 @@ impl Session {
             return Ok(());
         };
         debug!(?reason, backend = target, "statement routed");
+        if target == conns.primary_id()
+            && conns.primary_backend.read_only()
+            && matches!(statement.kind, Kind::Write | Kind::Ddl | Kind::LoadData)
+        {
+            let err = SqlError::primary_read_only(conns.primary_backend.name());
+            return self.send_error(command.reply_seq(), &err).await;
+        }
+        let mut failed = Vec::new();
         loop {
             match self.run_on(conns, target, &command, None).await? {
                 Ran::Done(outcome) => {
@@ -79,10 +95,33 @@ impl Session {
                     self.learn(conns, target, Some(&statement), effect, &command, outcome);
                     return Ok(());
                 }
-                Ran::Retry => target = conns.primary_id(),
+                Ran::Retry => {
+                    failed.push(target);
+                    match self
+                        .retry_target(conns, &mut failed, command.reply_seq())
+                        .await?
+                    {
+                        Some(next) => target = next,
+                        None => return Ok(()),
+                    }
+                }
                 Ran::Answered => return Ok(()),
             }
         }
+    }
+
+    /// Where a read goes after the replicas in `failed` failed it before answering: another
+    /// replica, else the primary. `None` when the client has been told there is none.
+    pub(super) async fn retry_target(
+        &mut self,
+        conns: &mut Connections,
+        failed: &mut Vec<u32>,
+        reply_seq: u8,
+    ) -> Result<Option<u32>, SessionError> {
+        if let Some(replica) = self.ready_replica_excluding(conns, failed).await {
+            return Ok(Some(replica));
+        }
+        self.primary(conns, reply_seq).await
     }
 
     /// Commands that belong to the primary alone; `effect` says whether the session
@@ -98,7 +137,9 @@ impl Session {
             _ => ResponseKind::Single,
         };
         let command = Command::new(&packet, kind);
-        let primary = conns.primary_id();
+        let Some(primary) = self.primary(conns, command.reply_seq()).await? else {
+            return Ok(None);
+        };
         match self.run_on(conns, primary, &command, None).await? {
             Ran::Done(outcome) => {
                 self.learn(conns, primary, None, effect, &command, outcome);
@@ -145,36 +186,137 @@ impl Session {
         route: Route,
         reply_seq: u8,
     ) -> Result<Option<u32>, SessionError> {
-        let primary = conns.primary_id();
         match route {
-            Route::Primary => Ok(Some(primary)),
-            Route::Previous => Ok(Some(
-                self.state
-                    .previous
-                    .filter(|&id| conns.is_open(id))
-                    .unwrap_or(primary),
-            )),
+            Route::Primary => self.primary(conns, reply_seq).await,
+            Route::Previous => match self.state.previous.filter(|&id| conns.is_open(id)) {
+                Some(previous) => Ok(Some(previous)),
+                None => self.primary(conns, reply_seq).await,
+            },
             Route::Replica => {
-                let mut excluded = None;
-                for _ in 0..2 {
-                    let Some(backend) = self.shared.backends.pick_replica(excluded) else {
-                        break;
-                    };
-                    if self.ready_replica(conns, &backend).await {
-                        return Ok(Some(backend.id));
-                    }
-                    excluded = Some(backend.id);
+                if let Some(replica) = self.ready_replica_excluding(conns, &mut Vec::new()).await {
+                    return Ok(Some(replica));
                 }
                 if self.shared.config.routing.fallback_to_primary {
                     self.shared.backends.count_fallback();
                     debug!("no replica for a read; it goes to the primary");
-                    Ok(Some(primary))
+                    self.primary(conns, reply_seq).await
                 } else {
                     self.send_error(reply_seq, &SqlError::no_replica()).await?;
                     Ok(None)
                 }
             }
         }
+    }
+
+    /// An eligible replica, other than those in `failed`, with the session's connection to
+    /// it open and up to date. Replicas that cannot serve the session now are added to
+    /// `failed`.
+    async fn ready_replica_excluding(
+        &mut self,
+        conns: &mut Connections,
+        failed: &mut Vec<u32>,
+    ) -> Option<u32> {
+        while let Some(backend) = self.shared.backends.pick_replica(failed) {
+            if self.ready_replica(conns, &backend).await {
+                return Some(backend.id);
+            }
+            failed.push(backend.id);
+        }
+        None
+    }
+
+    /// The primary, with the session's connection to it open. A connection the health
+    /// checks may have seen die (the primary was found down since it was last used) is
+    /// checked first; a lost one is replaced, with the session history replayed, unless the
+    /// session held something only that connection had. `None` when the primary cannot be
+    /// reached; the client has been told, by name.
+    pub(super) async fn primary(
+        &mut self,
+        conns: &mut Connections,
+        reply_seq: u8,
+    ) -> Result<Option<u32>, SessionError> {
+        match self.open_primary(conns, reply_seq).await? {
+            Ok(id) => Ok(Some(id)),
+            Err(err) => {
+                self.send_error(reply_seq, &err).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// `primary` for commands that get no answer: the error is returned, not sent.
+    pub(super) async fn open_primary(
+        &mut self,
+        conns: &mut Connections,
+        reply_seq: u8,
+    ) -> Result<Result<u32, SqlError>, SessionError> {
+        let current = self.shared.backends.load().primary.clone();
+        let now = Instant::now();
+        let idle = now.duration_since(std::mem::replace(&mut conns.primary_used, now));
+        if let Some(conn) = &conns.primary {
+            let same = conns.primary_backend.id == current.id;
+            if same && conns.primary_down_seen == current.down_count() && idle < IDLE_CHECK_AFTER {
+                return Ok(Ok(current.id));
+            }
+            if conn.is_alive()
+                && (same || conns.primary_backend.down_count() == conns.primary_down_seen)
+            {
+                conns.primary_down_seen = conns.primary_backend.down_count();
+                return Ok(Ok(conns.primary_id()));
+            }
+            let name = conns.primary_backend.name().to_owned();
+            warn!(primary = %name, "the session's primary connection was lost");
+            conns.primary = None;
+            self.statements.forget_backend(conns.primary_id());
+            if let Some(held) = self.state.primary_only_state() {
+                let err = SqlError::primary_lost(&name, held);
+                let _ = self.client_out.send(reply_seq, &err.to_payload()).await;
+                return Err(SessionError::PrimaryLost { name, held });
+            }
+        }
+        let Some(login) = self.login.clone() else {
+            return Ok(Err(SqlError::internal("not logged in".to_owned())));
+        };
+        let connected = match self.connect_to(&current, &login).await {
+            Ok(connected) => connected,
+            Err(e) => {
+                debug!(primary = current.name(), error = %e, "primary connection failed");
+                return Ok(Err(match e {
+                    BackendError::Refused(err) => err,
+                    other => SqlError::primary_unavailable(
+                        current.name(),
+                        &current.endpoint.address,
+                        &other.to_string(),
+                    ),
+                }));
+            }
+        };
+        let mut conn = connected.conn;
+        for entry in &self.state.history {
+            match conn.run_internal(&entry.payload, entry.kind).await {
+                Ok(collected) if !collected.outcome.error => {}
+                outcome => {
+                    let reason = match outcome {
+                        Ok(collected) => SqlError::from_payload(collected.first_payload())
+                            .map(|e| e.message)
+                            .unwrap_or_default(),
+                        Err(failure) => failure.to_string(),
+                    };
+                    return Ok(Err(SqlError::primary_unavailable(
+                        current.name(),
+                        &current.endpoint.address,
+                        &format!("the session could not be set up again: {reason}"),
+                    )));
+                }
+            }
+        }
+        if let Some(status) = ok_status_flags(&connected.ok_payload) {
+            self.state.primary_status = status;
+        }
+        info!(primary = current.name(), "connected to the primary");
+        self.statements.forget_backend(current.id);
+        conns.set_primary(current.clone(), conn);
+        Ok(Ok(current.id))
     }
 
     /// Makes sure the session has a connection to `backend` that has replayed the whole
@@ -187,21 +329,13 @@ impl Session {
             let Some(login) = self.login.as_ref() else {
                 return false;
             };
-            let timeout = self.shared.config.connect_timeout;
             // Counted as busy while connecting: a replica that accepts connections but does
             // not answer must not look idle to the balancer.
             let connecting = backend.start_request();
-            let connected = BackendConn::connect(&backend.endpoint, login, timeout).await;
+            let connected = self.connect_to(backend, login).await;
             drop(connecting);
             match connected {
-                Ok(connected) => {
-                    backend.connect_succeeded();
-                    conns.replicas.push(ReplicaConn {
-                        backend: backend.clone(),
-                        conn: connected.conn,
-                        synced: 0,
-                    });
-                }
+                Ok(connected) => conns.add_replica(backend.clone(), connected.conn),
                 // The server will not take this user: this session reads from the primary.
                 Err(BackendError::Refused(err)) if ACCESS_DENIED.contains(&err.code) => {
                     warn!(backend = backend.name(), error = %err, "replica refused the login");
@@ -218,10 +352,10 @@ impl Session {
                     debug!(backend = backend.name(), error = %err, "replica lacks the database");
                     return false;
                 }
-                // Too many connections, host blocked, down: leave the replica out a while.
+                // Too many connections, host blocked, down: `connect_to` left the replica out
+                // for a while.
                 Err(e) => {
                     debug!(backend = backend.name(), error = %e, "replica connection failed");
-                    backend.connect_failed(timeout);
                     return false;
                 }
             }
@@ -303,6 +437,8 @@ impl Session {
             failure.error,
             RelayError::Client(_) | RelayError::ClientProtocol(_)
         );
+        // A statement the primary was running may have been applied: it is never run
+        // again, and the client sees what a direct connection shows, an error and the end.
         if is_primary || client_side {
             return Err(self.backend_failed(&name, failure).await);
         }

@@ -96,6 +96,25 @@ impl SessionState {
         }
     }
 
+    /// What the primary's connection holds that a new connection would not have; `None`
+    /// when the session can continue on a new one (its history replayed).
+    pub fn primary_only_state(&self) -> Option<&'static str> {
+        let view = self.view();
+        if view.in_transaction() {
+            Some("an open transaction")
+        } else if self.tables_locked || self.xa_active {
+            Some("table locks or an XA transaction")
+        } else if self.temporary_tables {
+            Some("temporary tables")
+        } else if self.user_vars_on_primary_only {
+            Some("user variables only the primary knows")
+        } else if self.pinned {
+            Some("session state that cannot be replayed")
+        } else {
+            None
+        }
+    }
+
     /// Learns from a statement the primary ran successfully.
     pub fn ran_on_primary(&mut self, statement: &Statement) {
         let flags = statement.flags;

@@ -1,20 +1,29 @@
 //! The backends sessions can use, as one snapshot that readers load without locking
-//! (`ArcSwap`). Whatever finds or checks backends publishes a new snapshot; a session loads
-//! the current one per statement. Counters that change per statement (requests in flight)
-//! are atomics on the shared per-backend state, so balancing never takes a lock either.
+//! (`ArcSwap`). The registry (fed by discovery and the monitor) publishes a new snapshot when
+//! servers come or go; a session loads the current one per statement. What changes more
+//! often (requests in flight, eligibility, the connect breaker) are atomics on the shared
+//! per-backend state, so the statement path never takes a lock.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::{Config, Endpoint};
 
-/// How long a backend that refused a connection is left out of the balancing before
-/// sessions try it again.
-pub const CONNECT_FAILURE_BACKOFF: Duration = Duration::from_secs(2);
+pub mod discovery;
+pub mod monitor;
+pub mod registry;
+
+pub use discovery::Role;
+
+/// How long a backend that refused a connection is left out at first; each further failure
+/// in a row doubles it, up to `MAX_CONNECT_BACKOFF`. A passed health check ends it early.
+pub const CONNECT_FAILURE_BACKOFF: Duration = Duration::from_secs(1);
+pub const MAX_CONNECT_BACKOFF: Duration = Duration::from_secs(10);
 
 /// One backend server, shared by every session that talks to it.
 #[derive(Debug)]
@@ -22,23 +31,71 @@ pub struct Backend {
     /// Distinguishes backends in per-session tables; never reused.
     pub id: u32,
     pub endpoint: Endpoint,
+    pub role: Role,
     /// Statements sent to this backend whose answer has not been fully relayed yet.
     in_flight: AtomicU32,
+    /// A replica may be sent reads (the registry decides).
+    eligible: AtomicBool,
+    /// The monitor found the server read-only (for the primary: writes would fail).
+    read_only: AtomicBool,
     /// Until when (milliseconds after `epoch`) connection attempts are not made, after one
     /// failed; 0 when the backend is not known to be failing.
     blocked_until_ms: AtomicU64,
+    /// Connection attempts that failed in a row.
+    connect_failures: AtomicU32,
+    /// Counts the times the server was found not answering. Sessions waiting on it watch
+    /// this to give up on a read that has not started; sessions holding an idle connection
+    /// to it check that connection before using it again.
+    down: watch::Sender<u64>,
     epoch: Instant,
 }
 
 impl Backend {
-    pub fn new(id: u32, endpoint: Endpoint) -> Self {
+    pub fn new(id: u32, endpoint: Endpoint, role: Role, eligible: bool) -> Self {
         Self {
             id,
             endpoint,
+            role,
             in_flight: AtomicU32::new(0),
+            eligible: AtomicBool::new(eligible),
+            read_only: AtomicBool::new(false),
             blocked_until_ms: AtomicU64::new(0),
+            connect_failures: AtomicU32::new(0),
+            down: watch::Sender::new(0),
             epoch: Instant::now(),
         }
+    }
+
+    /// Whether reads may go here (replicas only; the registry keeps it current).
+    pub fn eligible(&self) -> bool {
+        self.eligible.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_eligible(&self, eligible: bool) {
+        self.eligible.store(eligible, Ordering::Relaxed);
+    }
+
+    pub fn read_only(&self) -> bool {
+        self.read_only.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_read_only(&self, read_only: bool) {
+        self.read_only.store(read_only, Ordering::Relaxed);
+    }
+
+    /// The server stopped answering: reads waiting on it are abandoned.
+    pub(crate) fn mark_down(&self) {
+        self.down.send_modify(|n| *n += 1);
+    }
+
+    /// Wakes when the server is next marked down.
+    pub fn down_signal(&self) -> watch::Receiver<u64> {
+        self.down.subscribe()
+    }
+
+    /// How often the server has been marked down so far.
+    pub fn down_count(&self) -> u64 {
+        *self.down.borrow()
     }
 
     pub fn name(&self) -> &str {
@@ -56,11 +113,13 @@ impl Backend {
         InFlight(self.clone())
     }
 
-    /// A connection attempt failed: keep sessions from trying again for a while (at least
-    /// as long as one attempt may take), so that a dead replica costs one connect timeout,
-    /// not one per statement.
-    pub fn connect_failed(&self, connect_timeout: Duration) {
-        let until = self.epoch.elapsed() + CONNECT_FAILURE_BACKOFF.max(connect_timeout);
+    /// A connection attempt failed: keep sessions from trying again for a while (longer
+    /// with each failure in a row), so that a dead server costs a failed attempt now and
+    /// then, not one per statement, and statements for it fail at once meanwhile.
+    pub fn connect_failed(&self) {
+        let failures = self.connect_failures.fetch_add(1, Ordering::Relaxed);
+        let backoff = CONNECT_FAILURE_BACKOFF * 2u32.pow(failures.min(8));
+        let until = self.epoch.elapsed() + backoff.min(MAX_CONNECT_BACKOFF);
         let previous = self
             .blocked_until_ms
             .swap(until.as_millis() as u64, Ordering::Relaxed);
@@ -69,10 +128,18 @@ impl Backend {
         }
     }
 
+    /// A connection (a session's or the monitor's) got through: the breaker closes.
     pub fn connect_succeeded(&self) {
+        self.connect_failures.store(0, Ordering::Relaxed);
         if self.blocked_until_ms.swap(0, Ordering::Relaxed) != 0 {
             info!(backend = %self.endpoint.name, "backend reachable again");
         }
+    }
+
+    /// How long until connection attempts are made again; zero when they may be made now.
+    pub fn blocked_for(&self) -> Duration {
+        let until = self.blocked_until_ms.load(Ordering::Relaxed);
+        Duration::from_millis(until.saturating_sub(self.epoch.elapsed().as_millis() as u64))
     }
 
     /// Whether sessions may try to connect.
@@ -108,24 +175,50 @@ pub struct Backends {
     pub fallbacks: AtomicU64,
     /// Whether the last balancing found no replica (logged once per change).
     no_replica: AtomicBool,
+    next_id: AtomicU32,
 }
 
 impl Backends {
-    /// The static topology of the configuration.
+    /// The servers the configuration names, before discovery has run. Without health
+    /// checks the configured replicas take reads at once; with them, after their first
+    /// passed check.
     pub fn from_config(config: &Config) -> Self {
-        let primary = Arc::new(Backend::new(0, config.primary.clone()));
+        let eligible = config.health.monitor.is_none();
+        let primary = Arc::new(Backend::new(
+            0,
+            config.primary.clone(),
+            Role::Primary,
+            false,
+        ));
         let replicas = config
             .replicas
             .iter()
             .zip(1..)
-            .map(|(endpoint, id)| Arc::new(Backend::new(id, endpoint.clone())))
-            .collect();
+            .map(|(endpoint, id)| {
+                Arc::new(Backend::new(id, endpoint.clone(), Role::Replica, eligible))
+            })
+            .collect::<Vec<_>>();
+        let next_id = replicas.len() as u32 + 1;
+        Self::new(Topology { primary, replicas }, next_id)
+    }
+
+    fn new(topology: Topology, next_id: u32) -> Self {
         Self {
-            current: ArcSwap::from_pointee(Topology { primary, replicas }),
+            current: ArcSwap::from_pointee(topology),
             next: AtomicUsize::new(0),
             fallbacks: AtomicU64::new(0),
             no_replica: AtomicBool::new(false),
+            next_id: AtomicU32::new(next_id),
         }
+    }
+
+    /// An id no backend has had.
+    pub(crate) fn new_id(&self) -> u32 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn publish(&self, topology: Topology) {
+        self.current.store(Arc::new(topology));
     }
 
     pub fn load(&self) -> arc_swap::Guard<Arc<Topology>> {
@@ -133,9 +226,9 @@ impl Backends {
     }
 
     /// The replica for the next read: fewest requests in flight, ties broken round-robin,
-    /// skipping `excluded` (a replica that just failed this session). `None` when no replica
+    /// skipping `excluded` (replicas that just failed this session). `None` when no replica
     /// can take it.
-    pub fn pick_replica(&self, excluded: Option<u32>) -> Option<Arc<Backend>> {
+    pub fn pick_replica(&self, excluded: &[u32]) -> Option<Arc<Backend>> {
         let topology = self.current.load();
         let replicas = &topology.replicas;
         let count = replicas.len();
@@ -143,7 +236,7 @@ impl Backends {
         if count > 0 {
             let start = self.next.fetch_add(1, Ordering::Relaxed) % count;
             for replica in replicas.iter().cycle().skip(start).take(count) {
-                if Some(replica.id) == excluded || !replica.available() {
+                if excluded.contains(&replica.id) || !replica.eligible() || !replica.available() {
                     continue;
                 }
                 if best.is_none_or(|b| replica.in_flight() < b.in_flight()) {
@@ -153,7 +246,7 @@ impl Backends {
         }
         // A retry that excludes the replica that just failed says nothing about the others.
         let none = best.is_none();
-        if excluded.is_none() && self.no_replica.swap(none, Ordering::Relaxed) != none {
+        if excluded.is_empty() && self.no_replica.swap(none, Ordering::Relaxed) != none {
             if none {
                 warn!("no replica is eligible for reads");
             } else {
@@ -173,28 +266,23 @@ impl Backends {
 mod tests {
     use super::*;
 
-    fn backends(replicas: usize) -> Backends {
+    fn backends(count: usize) -> Backends {
         let endpoint = |i: usize| Endpoint {
             name: format!("mysql-{i}"),
             address: format!("127.0.0.{}:3306", i + 1),
         };
-        let primary = Arc::new(Backend::new(0, endpoint(0)));
-        let replicas = (1..=replicas)
-            .map(|i| Arc::new(Backend::new(i as u32, endpoint(i))))
+        let primary = Arc::new(Backend::new(0, endpoint(0), Role::Primary, false));
+        let replicas = (1..=count)
+            .map(|i| Arc::new(Backend::new(i as u32, endpoint(i), Role::Replica, true)))
             .collect();
-        Backends {
-            current: ArcSwap::from_pointee(Topology { primary, replicas }),
-            next: AtomicUsize::new(0),
-            fallbacks: AtomicU64::new(0),
-            no_replica: AtomicBool::new(false),
-        }
+        Backends::new(Topology { primary, replicas }, count as u32 + 1)
     }
 
     #[test]
     fn idle_replicas_take_turns() {
         let backends = backends(3);
         let picks: Vec<u32> = (0..6)
-            .map(|_| backends.pick_replica(None).unwrap().id)
+            .map(|_| backends.pick_replica(&[]).unwrap().id)
             .collect();
         assert_eq!(picks, [1, 2, 3, 1, 2, 3]);
     }
@@ -210,11 +298,11 @@ mod tests {
             })
             .collect();
         for _ in 0..4 {
-            assert_eq!(backends.pick_replica(None).unwrap().id, 2);
+            assert_eq!(backends.pick_replica(&[]).unwrap().id, 2);
         }
         drop(busy);
         let picks: Vec<u32> = (0..3)
-            .map(|_| backends.pick_replica(None).unwrap().id)
+            .map(|_| backends.pick_replica(&[]).unwrap().id)
             .collect();
         assert_eq!(picks.len(), 3);
         assert!(picks.contains(&1) && picks.contains(&2) && picks.contains(&3));
@@ -224,17 +312,40 @@ mod tests {
     fn excluded_and_failing_replicas_are_skipped() {
         let backends = backends(2);
         for _ in 0..4 {
-            assert_eq!(backends.pick_replica(Some(1)).unwrap().id, 2);
+            assert_eq!(backends.pick_replica(&[1]).unwrap().id, 2);
         }
-        backends.load().replicas[1].connect_failed(Duration::from_secs(1));
-        assert!(backends.pick_replica(Some(1)).is_none());
-        assert_eq!(backends.pick_replica(None).unwrap().id, 1);
+        backends.load().replicas[1].connect_failed();
+        assert!(backends.pick_replica(&[1]).is_none());
+        assert_eq!(backends.pick_replica(&[]).unwrap().id, 1);
         backends.load().replicas[1].connect_succeeded();
-        assert_eq!(backends.pick_replica(Some(1)).unwrap().id, 2);
+        assert_eq!(backends.pick_replica(&[1]).unwrap().id, 2);
+        backends.load().replicas[0].set_eligible(false);
+        for _ in 0..4 {
+            assert_eq!(backends.pick_replica(&[]).unwrap().id, 2);
+        }
+    }
+
+    #[test]
+    fn the_breaker_backs_off_longer_after_each_failure() {
+        let backends = backends(1);
+        let replica = backends.load().replicas[0].clone();
+        replica.connect_failed();
+        let first = replica.blocked_for();
+        replica.connect_failed();
+        let second = replica.blocked_for();
+        assert!(first <= CONNECT_FAILURE_BACKOFF && first > CONNECT_FAILURE_BACKOFF / 2);
+        assert!(second > first * 3 / 2, "{first:?} then {second:?}");
+        for _ in 0..10 {
+            replica.connect_failed();
+        }
+        assert!(replica.blocked_for() <= MAX_CONNECT_BACKOFF);
+        replica.connect_succeeded();
+        assert_eq!(replica.blocked_for(), Duration::ZERO);
+        assert!(replica.available());
     }
 
     #[test]
     fn no_replicas_means_none() {
-        assert!(backends(0).pick_replica(None).is_none());
+        assert!(backends(0).pick_replica(&[]).is_none());
     }
 }

@@ -1,0 +1,608 @@
+//! The registry: the one task that knows everything about the servers. Discovery sources
+//! (the configured list, the headless Service's DNS records, the Kubernetes API) tell it
+//! which servers exist and whether the platform calls them ready; one monitor task per
+//! server tells it how each check went. From that it decides which replicas may take reads
+//! (D6), with hysteresis, publishes the snapshot sessions read, and logs each change once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::AbortHandle;
+use tracing::{debug, error, info, warn};
+
+use super::discovery::{EndpointReadiness, Member, Role, Update};
+use super::monitor::{self, Health, MonitorSettings, Report};
+use super::{Backend, Backends, Topology};
+use crate::config::{Config, Endpoint, HealthChecks};
+
+/// Where an update came from: each source's servers are kept apart, so that one source's
+/// news never erases another's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Static,
+    Headless,
+}
+
+#[derive(Debug)]
+enum Event {
+    Discovered(Source, Update),
+    Checked(Report),
+}
+
+/// Starts discovery, the monitor and the registry in the background. The returned
+/// receiver turns `true` once every discovery source has answered once (or failed), so
+/// that the proxy can wait for a first topology before taking clients.
+pub fn start(config: &Config, backends: Arc<Backends>) -> watch::Receiver<bool> {
+    let (events, inbox) = mpsc::channel(256);
+    let (ready_tx, ready_rx) = watch::channel(false);
+    let mut sources = Vec::new();
+
+    let static_endpoints = static_endpoints(config);
+    if !static_endpoints.is_empty() {
+        sources.push(Source::Static);
+        let forward = forwarder(Source::Static, events.clone());
+        let interval = config.discovery.interval;
+        tokio::spawn(resolve_static(static_endpoints, interval, forward));
+    }
+    // The headless Service's DNS records and the Kubernetes API are sources of their own;
+    // they are started here too once configured.
+
+    let topology = backends.load();
+    let mut registry = Registry {
+        backends: backends.clone(),
+        health: config.health.clone(),
+        primary_from_headless: config.discovery.primary_from_headless,
+        primary: Tracked::new(topology.primary.clone(), false),
+        replicas: topology
+            .replicas
+            .iter()
+            .map(|b| (b.name().to_owned(), Tracked::new(b.clone(), false)))
+            .collect(),
+        members: HashMap::new(),
+        kubernetes: None,
+        events: events.clone(),
+        awaiting: sources,
+        ready: ready_tx,
+    };
+    drop(topology);
+    registry.start_monitor_all();
+    if registry.awaiting.is_empty() {
+        registry.ready.send_replace(true);
+    }
+    tokio::spawn(registry.run(inbox));
+    ready_rx
+}
+
+/// The configured servers that are not found through the headless Service.
+fn static_endpoints(config: &Config) -> Vec<(Endpoint, Role)> {
+    let mut endpoints = Vec::new();
+    if !config.discovery.primary_from_headless {
+        endpoints.push((config.primary.clone(), Role::Primary));
+    }
+    endpoints.extend(config.replicas.iter().map(|r| (r.clone(), Role::Replica)));
+    endpoints
+}
+
+/// Turns a source's updates into registry events.
+fn forwarder(source: Source, events: mpsc::Sender<Event>) -> mpsc::Sender<Update> {
+    let (tx, mut rx) = mpsc::channel::<Update>(16);
+    tokio::spawn(async move {
+        while let Some(update) = rx.recv().await {
+            if events
+                .send(Event::Discovered(source, update))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    tx
+}
+
+/// The configured servers, their names resolved again every interval: a configured name
+/// may point elsewhere later (a pod that was rescheduled).
+async fn resolve_static(
+    endpoints: Vec<(Endpoint, Role)>,
+    interval: Duration,
+    updates: mpsc::Sender<Update>,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let mut members = Vec::new();
+        let mut failures = Vec::new();
+        for (endpoint, role) in &endpoints {
+            match resolve(&endpoint.address).await {
+                Ok(addresses) => {
+                    members.extend(addresses.into_iter().take(1).map(|address| Member {
+                        name: endpoint.name.clone(),
+                        hostname: endpoint.name.clone(),
+                        address,
+                        role: *role,
+                    }))
+                }
+                Err(e) => failures.push(format!("{}: {e}", endpoint.address)),
+            }
+        }
+        let update = if failures.is_empty() {
+            Update::Dns(members)
+        } else {
+            Update::DnsFailed(failures.join("; "))
+        };
+        if updates.send(update).await.is_err() {
+            break;
+        }
+    }
+}
+
+async fn resolve(address: &str) -> Result<Vec<SocketAddr>, String> {
+    if let Ok(address) = address.parse::<SocketAddr>() {
+        return Ok(vec![address]);
+    }
+    let owned = address.to_owned();
+    let resolved = tokio::task::spawn_blocking(move || owned.to_socket_addrs())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let addresses: Vec<SocketAddr> = resolved.collect();
+    if addresses.is_empty() {
+        return Err("no addresses".into());
+    }
+    Ok(addresses)
+}
+
+/// One server the registry follows.
+struct Tracked {
+    backend: Arc<Backend>,
+    /// Found through the headless Service (so Kubernetes readiness applies to it).
+    from_headless: bool,
+    hostname: String,
+    monitor: Option<AbortHandle>,
+    health: Option<Health>,
+    /// Passed checks in a row.
+    passes: u32,
+    /// It failed a check and has not yet passed `rise` in a row since.
+    recovering: bool,
+    /// Why it takes no reads; `None` when it does.
+    why_not: Option<String>,
+}
+
+impl Tracked {
+    fn new(backend: Arc<Backend>, from_headless: bool) -> Self {
+        let hostname = backend.name().to_owned();
+        Self {
+            why_not: (!backend.eligible()).then(|| "not checked yet".to_owned()),
+            backend,
+            from_headless,
+            hostname,
+            monitor: None,
+            health: None,
+            passes: 0,
+            recovering: false,
+        }
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if let Some(monitor) = self.monitor.take() {
+            monitor.abort();
+        }
+    }
+}
+
+struct Registry {
+    backends: Arc<Backends>,
+    health: HealthChecks,
+    primary_from_headless: bool,
+    primary: Tracked,
+    /// By name.
+    replicas: BTreeMap<String, Tracked>,
+    /// Each source's last good list.
+    members: HashMap<SourceKey, Vec<Member>>,
+    /// Every endpoint of the headless Service by hostname, while the API is followed.
+    kubernetes: Option<HashMap<String, EndpointReadiness>>,
+    events: mpsc::Sender<Event>,
+    /// Sources that have not answered yet.
+    awaiting: Vec<Source>,
+    ready: watch::Sender<bool>,
+}
+
+type SourceKey = u8;
+
+fn key(source: Source) -> SourceKey {
+    source as u8
+}
+
+impl Registry {
+    async fn run(mut self, mut inbox: mpsc::Receiver<Event>) {
+        while let Some(event) = inbox.recv().await {
+            match event {
+                Event::Discovered(source, update) => self.discovered(source, update),
+                Event::Checked(report) => self.checked(report),
+            }
+            self.decide();
+        }
+    }
+
+    fn discovered(&mut self, source: Source, update: Update) {
+        if let Some(at) = self.awaiting.iter().position(|s| *s == source) {
+            self.awaiting.swap_remove(at);
+            if self.awaiting.is_empty() {
+                self.ready.send_replace(true);
+            }
+        }
+        match update {
+            Update::Dns(members) => {
+                if self.members.get(&key(source)) != Some(&members) {
+                    self.members.insert(key(source), members);
+                    self.reconcile();
+                }
+            }
+            Update::DnsFailed(reason) => {
+                // Logged by the source; the last good list stays.
+                debug!(?source, %reason, "discovery failed; keeping the last servers");
+            }
+            Update::Kubernetes(endpoints) => {
+                self.kubernetes = Some(
+                    endpoints
+                        .into_iter()
+                        .map(|e| (e.hostname.clone(), e))
+                        .collect(),
+                );
+            }
+            Update::KubernetesUnavailable(reason) => {
+                debug!(%reason, "Kubernetes API unavailable; keeping the last readiness");
+            }
+        }
+    }
+
+    /// Makes the followed servers match what the sources found, and publishes the result.
+    fn reconcile(&mut self) {
+        let mut primary = None;
+        let mut replicas: BTreeMap<String, (Member, bool)> = BTreeMap::new();
+        for (source, members) in &self.members {
+            let from_headless = *source == key(Source::Headless);
+            for member in members {
+                match member.role {
+                    Role::Primary if from_headless == self.primary_from_headless => {
+                        primary = Some(member.clone());
+                    }
+                    Role::Primary => {}
+                    Role::Replica => {
+                        replicas.insert(member.name.clone(), (member.clone(), from_headless));
+                    }
+                }
+            }
+        }
+        // A replica that is also the configured primary (the same pod reached two ways)
+        // takes no reads as a replica.
+        let primary_address = primary
+            .as_ref()
+            .map(|p| p.address.to_string())
+            .unwrap_or_else(|| self.primary.backend.endpoint.address.clone());
+        replicas.retain(|_, (m, _)| m.address.to_string() != primary_address);
+
+        let mut changed = false;
+        // The primary is never dropped: while discovery does not see it (its pod restarts),
+        // the last known address is the best guess, and writes fail with its name.
+        if let Some(member) = primary
+            && member.address.to_string() != self.primary.backend.endpoint.address
+        {
+            let backend = self.new_backend(&member, false);
+            info!(primary = %member.name, address = %member.address, "primary found");
+            self.primary = Tracked::new(backend, self.primary_from_headless);
+            self.primary.hostname = member.hostname.clone();
+            self.start_primary_monitor();
+            changed = true;
+        }
+        let before = self.replicas.len();
+        self.replicas.retain(|name, tracked| {
+            let keep = replicas
+                .get(name)
+                .is_some_and(|(m, _)| m.address.to_string() == tracked.backend.endpoint.address);
+            if !keep {
+                info!(replica = %name, "replica left the topology");
+                tracked.backend.set_eligible(false);
+            }
+            keep
+        });
+        changed |= self.replicas.len() != before;
+        for (name, (member, from_headless)) in replicas {
+            if self.replicas.contains_key(&name) {
+                continue;
+            }
+            let eligible = self.health.monitor.is_none();
+            let backend = self.new_backend(&member, eligible);
+            info!(replica = %name, address = %member.address, "replica found");
+            let mut tracked = Tracked::new(backend, from_headless);
+            tracked.hostname = member.hostname.clone();
+            self.replicas.insert(name.clone(), tracked);
+            self.start_monitor_for(&name);
+            changed = true;
+        }
+        if changed {
+            self.backends.publish(Topology {
+                primary: self.primary.backend.clone(),
+                replicas: self.replicas.values().map(|t| t.backend.clone()).collect(),
+            });
+        }
+    }
+
+    fn new_backend(&self, member: &Member, eligible: bool) -> Arc<Backend> {
+        let endpoint = Endpoint {
+            name: member.name.clone(),
+            address: member.address.to_string(),
+        };
+        Arc::new(Backend::new(
+            self.backends.new_id(),
+            endpoint,
+            member.role,
+            eligible,
+        ))
+    }
+
+    fn start_monitor_all(&mut self) {
+        self.start_primary_monitor();
+        let names: Vec<String> = self.replicas.keys().cloned().collect();
+        for name in names {
+            self.start_monitor_for(&name);
+        }
+    }
+
+    fn start_monitor_for(&mut self, name: &str) {
+        let Some(settings) = self.monitor_settings() else {
+            return;
+        };
+        let events = self.events.clone();
+        if let Some(tracked) = self.replicas.get_mut(name) {
+            tracked.monitor = Some(spawn_monitor(tracked.backend.clone(), settings, events));
+        }
+    }
+
+    fn start_primary_monitor(&mut self) {
+        let Some(settings) = self.monitor_settings() else {
+            return;
+        };
+        let events = self.events.clone();
+        self.primary.monitor = Some(spawn_monitor(
+            self.primary.backend.clone(),
+            settings,
+            events,
+        ));
+    }
+
+    fn monitor_settings(&self) -> Option<MonitorSettings> {
+        self.health.monitor.as_ref().map(|user| MonitorSettings {
+            user: user.clone(),
+            interval: self.health.check_interval,
+            timeout: self.health.check_timeout,
+        })
+    }
+
+    fn checked(&mut self, report: Report) {
+        let max_lag = self.health.max_replication_lag;
+        let tracked = if self.primary.backend.id == report.backend {
+            &mut self.primary
+        } else if let Some(t) = self
+            .replicas
+            .values_mut()
+            .find(|t| t.backend.id == report.backend)
+        {
+            t
+        } else {
+            // A server that has just left; its monitor is being stopped.
+            return;
+        };
+        let backend = tracked.backend.clone();
+        let was_reachable = tracked.health.as_ref().is_none_or(Health::reachable);
+        let health = report.health;
+        match &health.failure {
+            Some(reason) => {
+                // Sessions waiting on it give up on reads that have not started.
+                backend.mark_down();
+                if was_reachable {
+                    warn!(backend = backend.name(), %reason, "health check failed");
+                }
+            }
+            None => {
+                backend.connect_succeeded();
+                if !was_reachable {
+                    info!(backend = backend.name(), "health check passed again");
+                }
+            }
+        }
+        if backend.role == Role::Primary {
+            let read_only = health.reachable() && health.read_only;
+            if read_only != backend.read_only() {
+                backend.set_read_only(read_only);
+                if read_only {
+                    error!(
+                        primary = backend.name(),
+                        "the primary is read-only (@@read_only = 1): writes are refused until \
+                         it is writable; is it really the primary?"
+                    );
+                } else {
+                    info!(primary = backend.name(), "the primary is writable");
+                }
+            }
+        } else if replica_problem(&health, max_lag).is_none() {
+            tracked.passes += 1;
+        } else {
+            tracked.passes = 0;
+            tracked.recovering = true;
+        }
+        tracked.health = Some(health);
+    }
+
+    /// Decides, for every replica, whether it takes reads, and logs what changed.
+    fn decide(&mut self) {
+        let monitored = self.health.monitor.is_some();
+        for (name, tracked) in &mut self.replicas {
+            let mut why_not = None;
+            if tracked.from_headless
+                && let Some(endpoints) = &self.kubernetes
+            {
+                why_not = kubernetes_problem(endpoints, tracked);
+            }
+            if why_not.is_none() && monitored {
+                why_not = match &tracked.health {
+                    None => Some("not checked yet".to_owned()),
+                    Some(health) => replica_problem(health, self.health.max_replication_lag),
+                };
+            }
+            if why_not.is_none() && tracked.recovering {
+                if tracked.passes >= self.health.rise {
+                    tracked.recovering = false;
+                } else {
+                    why_not = Some(format!(
+                        "recovering: {} of {} checks passed",
+                        tracked.passes, self.health.rise
+                    ));
+                }
+            }
+            let eligible = why_not.is_none();
+            if eligible != tracked.backend.eligible() {
+                tracked.backend.set_eligible(eligible);
+                match &why_not {
+                    None => info!(replica = %name, "replica takes reads"),
+                    Some(reason) => warn!(replica = %name, %reason, "replica takes no reads"),
+                }
+            }
+            tracked.why_not = why_not;
+        }
+    }
+}
+
+fn spawn_monitor(
+    backend: Arc<Backend>,
+    settings: MonitorSettings,
+    events: mpsc::Sender<Event>,
+) -> AbortHandle {
+    let (reports_tx, mut reports) = mpsc::channel(4);
+    let checks = tokio::spawn(monitor::run(backend, settings, reports_tx));
+    tokio::spawn(async move {
+        while let Some(report) = reports.recv().await {
+            if events.send(Event::Checked(report)).await.is_err() {
+                break;
+            }
+        }
+    });
+    checks.abort_handle()
+}
+
+/// Why a replica's last check disqualifies it, if it does.
+fn replica_problem(health: &Health, max_lag: Duration) -> Option<String> {
+    if let Some(failure) = &health.failure {
+        return Some(format!("unreachable: {failure}"));
+    }
+    let Some(replication) = &health.replication else {
+        return Some("not replicating (no replication configured)".to_owned());
+    };
+    let error = replication
+        .last_error
+        .as_deref()
+        .map(|e| format!(": {e}"))
+        .unwrap_or_default();
+    if !replication.io_running {
+        return Some(format!("replication IO thread not running{error}"));
+    }
+    if !replication.sql_running {
+        return Some(format!("replication SQL thread not running{error}"));
+    }
+    match replication.lag {
+        None => Some("replication lag unknown (NULL)".to_owned()),
+        Some(lag) if lag > max_lag => Some(format!(
+            "replication lag {}s is over the maximum {:?}",
+            lag.as_secs(),
+            max_lag
+        )),
+        Some(_) => None,
+    }
+}
+
+/// Why the Kubernetes API keeps a replica from reads, if it does.
+fn kubernetes_problem(
+    endpoints: &HashMap<String, EndpointReadiness>,
+    tracked: &Tracked,
+) -> Option<String> {
+    let ip = tracked
+        .backend
+        .endpoint
+        .address
+        .parse::<SocketAddr>()
+        .ok()
+        .map(|a| a.ip());
+    let endpoint = endpoints.get(&tracked.hostname).or_else(|| {
+        endpoints
+            .values()
+            .find(|e| ip.is_some_and(|ip| e.addresses.contains(&ip)))
+    });
+    match endpoint {
+        None => Some("not an endpoint of the Service (Kubernetes)".to_owned()),
+        Some(e) if e.terminating => Some("terminating (Kubernetes)".to_owned()),
+        Some(e) if !e.ready => Some("not ready (Kubernetes readiness probe)".to_owned()),
+        Some(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::monitor::Replication;
+
+    fn replicating(lag: Option<u64>) -> Health {
+        Health {
+            failure: None,
+            read_only: true,
+            replication: Some(Replication {
+                io_running: true,
+                sql_running: true,
+                lag: lag.map(Duration::from_secs),
+                last_error: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn replica_checks() {
+        let max = Duration::from_secs(10);
+        assert_eq!(replica_problem(&replicating(Some(0)), max), None);
+        assert_eq!(replica_problem(&replicating(Some(10)), max), None);
+        assert!(
+            replica_problem(&replicating(Some(11)), max)
+                .unwrap()
+                .contains("lag 11s")
+        );
+        assert!(
+            replica_problem(&replicating(None), max)
+                .unwrap()
+                .contains("NULL")
+        );
+        let mut stopped = replicating(Some(0));
+        if let Some(r) = stopped.replication.as_mut() {
+            r.sql_running = false;
+            r.last_error = Some("Duplicate entry".into());
+        }
+        let problem = replica_problem(&stopped, max).unwrap();
+        assert!(problem.contains("SQL thread") && problem.contains("Duplicate entry"));
+        let mut standalone = replicating(Some(0));
+        standalone.replication = None;
+        assert!(
+            replica_problem(&standalone, max)
+                .unwrap()
+                .contains("not replicating")
+        );
+        let down = Health {
+            failure: Some("no answer".into()),
+            read_only: false,
+            replication: None,
+        };
+        assert!(replica_problem(&down, max).unwrap().contains("unreachable"));
+    }
+}
