@@ -99,6 +99,11 @@ impl Proxy {
         })
     }
 
+    /// The backends as the proxy sees them (for embedding and tests).
+    pub fn backends(&self) -> Arc<Backends> {
+        self.shared.backends.clone()
+    }
+
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }

@@ -19,55 +19,14 @@ const TIME: &str = "--time=30";
 /// The runs share one cluster and compare its servers' counters: one at a time.
 static SERIAL: tokio::sync::Mutex<bool> = tokio::sync::Mutex::const_new(false);
 
-/// Runs sysbench (under `timeout`: Debian's build can outlive `--time` after errors) and
-/// returns its output; panics with the output if it fails.
+/// Runs sysbench on this file's tables; panics with the output if it fails.
 async fn sysbench(addr: SocketAddr, test: &str, command: &str, extra: &[&str]) -> String {
-    let output = tokio::process::Command::new("timeout")
-        .args(["-k", "5", "150", "sysbench", test])
-        .args([
-            "--db-driver=mysql".to_owned(),
-            format!("--mysql-host={}", addr.ip()),
-            format!("--mysql-port={}", addr.port()),
-            format!("--mysql-user={APP_USER}"),
-            format!("--mysql-password={APP_PASSWORD}"),
-            "--mysql-db=app".to_owned(),
-            format!("--tables={TABLES}"),
-            "--table-size=20000".to_owned(),
-        ])
-        .args(extra)
-        .arg(command)
-        .output()
-        .await
-        .expect("run sysbench (scripts/install-deps.sh installs it)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success(),
-        "sysbench {test} {command} failed:\n{text}"
-    );
-    text
-}
-
-/// The error codes sysbench ignored (it logs each at verbosity 5).
-fn ignored_error_codes(report: &str) -> Vec<u16> {
+    let tables = format!("--tables={TABLES}");
+    let mut args = vec![tables.as_str(), "--table-size=20000"];
+    args.extend_from_slice(extra);
+    let (ok, report) = support::sysbench::run(addr, test, command, &args).await;
+    assert!(ok, "sysbench {test} {command} failed:\n{report}");
     report
-        .lines()
-        .filter_map(|line| line.split("Ignoring error ").nth(1))
-        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
-        .collect()
-}
-
-/// A counter from sysbench's summary, e.g. `ignored errors:   0   (0.00 per sec.)`.
-fn counter(report: &str, label: &str) -> u64 {
-    report
-        .lines()
-        .find_map(|line| line.trim().strip_prefix(label))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no '{label}' in sysbench's report:\n{report}"))
 }
 
 /// What the servers counted, per server.
@@ -170,25 +129,25 @@ async fn run(
     let before = counts(cluster, true);
     let report = sysbench(addr, test, "run", &args).await;
     let counts = deltas(&before, &counts(cluster, false));
-    let transactions = counter(&report, "transactions:");
+    let transactions = support::sysbench::counter(&report, "transactions:");
     assert!(
         transactions > 100,
         "only {transactions} events in {test} {extra:?}:\n{report}"
     );
     // sysbench ignores (and retries) exactly the errors in --mysql-ignore-errors; any
     // other error ends the run, which `sysbench` reports as a failure.
-    let ignored_count = counter(&report, "ignored errors:");
+    let ignored_count = support::sysbench::counter(&report, "ignored errors:");
     assert!(
         !allowed.is_empty() || ignored_count == 0,
         "{test} {extra:?}: {ignored_count} errors:\n{report}"
     );
-    let ignored = ignored_error_codes(&report);
+    let ignored = support::sysbench::ignored_error_codes(&report);
     assert!(
         ignored.iter().all(|code| allowed.contains(code)),
         "{test} {extra:?}: errors {ignored:?}, allowed only {allowed:?}:\n{report}"
     );
     assert_eq!(
-        counter(&report, "reconnects:"),
+        support::sysbench::counter(&report, "reconnects:"),
         0,
         "{test} {extra:?}:\n{report}"
     );

@@ -164,11 +164,12 @@ impl SqlError {
     }
 
     /// The backend connection broke while a command was running (clients know this as 2013).
-    /// A statement for the primary while it cannot be reached. The code is the client
-    /// library's "can't connect" one, which applications already treat as an outage.
+    /// A statement for the primary while it cannot be reached: ER_CONNECT_TO_FOREIGN_DATA_SOURCE,
+    /// a server code. Client-range codes (2003) in an ERR packet are taken for a broken
+    /// packet by Connector/C in the prepared-statement protocol (it reports 2027).
     pub fn primary_unavailable(name: &str, address: &str, detail: &str) -> Self {
         Self::new(
-            2003,
+            1429,
             b"HY000",
             format!(
                 "Can't connect to the primary {name} ({address}): {detail}; writes fail until it is back"
@@ -195,6 +196,16 @@ impl SqlError {
                 "The primary {name} is read-only (@@read_only = 1), so it cannot execute this \
                  statement; check which server is the primary"
             ),
+        )
+    }
+
+    /// A replica failed after part of a read's answer reached the client; the session goes
+    /// on. ER_QUERY_INTERRUPTED: a server code, for the reason `primary_unavailable` gives.
+    pub fn replica_lost(name: &str) -> Self {
+        Self::new(
+            1317,
+            b"70100",
+            format!("Query execution was interrupted: lost connection to replica {name}"),
         )
     }
 

@@ -332,7 +332,13 @@ impl Session {
             // Counted as busy while connecting: a replica that accepts connections but does
             // not answer must not look idle to the balancer.
             let connecting = backend.start_request();
-            let connected = self.connect_to(backend, login).await;
+            // A replica found hung while this waits for its greeting is given up on.
+            let mut down = backend.down_signal();
+            down.mark_unchanged();
+            let connected = tokio::select! {
+                connected = self.connect_to(backend, login) => connected,
+                Ok(()) = down.changed() => Err(BackendError::Timeout(Duration::ZERO)),
+            };
             drop(connecting);
             match connected {
                 Ok(connected) => conns.add_replica(backend.clone(), connected.conn),
@@ -449,7 +455,7 @@ impl Session {
         }
         match failure.error_seq {
             Some(seq) => {
-                self.send_error(seq, &SqlError::backend_lost(&name)).await?;
+                self.send_error(seq, &SqlError::replica_lost(&name)).await?;
                 Ok(Ran::Answered)
             }
             // Cut in the middle of a packet: the client's stream cannot be repaired.

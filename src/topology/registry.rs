@@ -170,6 +170,8 @@ struct Tracked {
     recovering: bool,
     /// Why it takes no reads; `None` when it does.
     why_not: Option<String>,
+    /// When a check last saw the replication IO thread running.
+    io_last_running: Option<std::time::Instant>,
 }
 
 impl Tracked {
@@ -184,6 +186,7 @@ impl Tracked {
             health: None,
             passes: 0,
             recovering: false,
+            io_last_running: None,
         }
     }
 }
@@ -387,6 +390,7 @@ impl Registry {
 
     fn checked(&mut self, report: Report) {
         let max_lag = self.health.max_replication_lag;
+        let primary_down = self.primary_down();
         let tracked = if self.primary.backend.id == report.backend {
             &mut self.primary
         } else if let Some(t) = self
@@ -431,18 +435,31 @@ impl Registry {
                     info!(primary = backend.name(), "the primary is writable");
                 }
             }
-        } else if replica_problem(&health, max_lag).is_none() {
-            tracked.passes += 1;
         } else {
-            tracked.passes = 0;
-            tracked.recovering = true;
+            if health.replication.as_ref().is_some_and(|r| r.io_running) {
+                tracked.io_last_running = Some(std::time::Instant::now());
+            }
+            let io_grace = io_grace(tracked.io_last_running, max_lag, primary_down);
+            if replica_problem(&health, max_lag, io_grace).is_none() {
+                tracked.passes += 1;
+            } else {
+                tracked.passes = 0;
+                tracked.recovering = true;
+            }
         }
         tracked.health = Some(health);
+    }
+
+    /// The monitor's last check of the primary failed.
+    fn primary_down(&self) -> bool {
+        self.primary.health.as_ref().is_some_and(|h| !h.reachable())
     }
 
     /// Decides, for every replica, whether it takes reads, and logs what changed.
     fn decide(&mut self) {
         let monitored = self.health.monitor.is_some();
+        let primary_down = self.primary_down();
+        let max_lag = self.health.max_replication_lag;
         for (name, tracked) in &mut self.replicas {
             let mut why_not = None;
             if tracked.from_headless
@@ -453,7 +470,11 @@ impl Registry {
             if why_not.is_none() && monitored {
                 why_not = match &tracked.health {
                     None => Some("not checked yet".to_owned()),
-                    Some(health) => replica_problem(health, self.health.max_replication_lag),
+                    Some(health) => replica_problem(
+                        health,
+                        max_lag,
+                        io_grace(tracked.io_last_running, max_lag, primary_down),
+                    ),
                 };
             }
             if why_not.is_none() && tracked.recovering {
@@ -496,8 +517,20 @@ fn spawn_monitor(
     checks.abort_handle()
 }
 
-/// Why a replica's last check disqualifies it, if it does.
-fn replica_problem(health: &Health, max_lag: Duration) -> Option<String> {
+/// Whether a replica whose IO thread is not running (it is reconnecting to the primary) may
+/// still take reads: while the primary is down, nothing fresher exists, and a replica that
+/// lost the primary only recently is behind by at most the time since.
+fn io_grace(
+    io_last_running: Option<std::time::Instant>,
+    max_lag: Duration,
+    primary_down: bool,
+) -> bool {
+    primary_down || io_last_running.is_some_and(|at| at.elapsed() <= max_lag)
+}
+
+/// Why a replica's last check disqualifies it, if it does. With `io_grace`, a stopped IO
+/// thread (and the unknown lag that comes with it) is forgiven while the SQL thread runs.
+fn replica_problem(health: &Health, max_lag: Duration, io_grace: bool) -> Option<String> {
     if let Some(failure) = &health.failure {
         return Some(format!("unreachable: {failure}"));
     }
@@ -509,11 +542,11 @@ fn replica_problem(health: &Health, max_lag: Duration) -> Option<String> {
         .as_deref()
         .map(|e| format!(": {e}"))
         .unwrap_or_default();
-    if !replication.io_running {
-        return Some(format!("replication IO thread not running{error}"));
-    }
     if !replication.sql_running {
         return Some(format!("replication SQL thread not running{error}"));
+    }
+    if !replication.io_running {
+        return (!io_grace).then(|| format!("replication IO thread not running{error}"));
     }
     match replication.lag {
         None => Some("replication lag unknown (NULL)".to_owned()),
@@ -572,6 +605,7 @@ mod tests {
     #[test]
     fn replica_checks() {
         let max = Duration::from_secs(10);
+        let replica_problem = |h: &Health, max| replica_problem(h, max, false);
         assert_eq!(replica_problem(&replicating(Some(0)), max), None);
         assert_eq!(replica_problem(&replicating(Some(10)), max), None);
         assert!(
@@ -604,5 +638,33 @@ mod tests {
             replication: None,
         };
         assert!(replica_problem(&down, max).unwrap().contains("unreachable"));
+    }
+
+    #[test]
+    fn a_replica_reconnecting_to_the_primary_is_forgiven_for_a_while() {
+        let max = Duration::from_secs(10);
+        let mut reconnecting = replicating(None);
+        if let Some(r) = reconnecting.replication.as_mut() {
+            r.io_running = false;
+            r.last_error = Some("error reconnecting to master".into());
+        }
+        assert!(
+            replica_problem(&reconnecting, max, false)
+                .unwrap()
+                .contains("IO thread")
+        );
+        assert_eq!(replica_problem(&reconnecting, max, true), None);
+        let recently = Some(std::time::Instant::now());
+        assert!(io_grace(recently, max, false));
+        assert!(!io_grace(None, max, false));
+        assert!(
+            io_grace(None, max, true),
+            "the primary is down: nothing fresher exists"
+        );
+        let mut stopped = reconnecting.clone();
+        if let Some(r) = stopped.replication.as_mut() {
+            r.sql_running = false;
+        }
+        assert!(replica_problem(&stopped, max, true).is_some());
     }
 }

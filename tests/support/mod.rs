@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod raw;
+pub mod sysbench;
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -134,11 +135,19 @@ pub fn init_logs() {
 
 /// Starts a proxy on the current runtime; it serves until the runtime ends.
 pub async fn start_proxy(config: Config) -> SocketAddr {
+    start_proxy_with_backends(config).await.0
+}
+
+/// `start_proxy`, also returning the proxy's view of its backends.
+pub async fn start_proxy_with_backends(
+    config: Config,
+) -> (SocketAddr, std::sync::Arc<rwsplit::topology::Backends>) {
     init_logs();
     let proxy = Proxy::bind(config).await.expect("bind proxy");
     let addr = proxy.local_addr().unwrap();
+    let backends = proxy.backends();
     tokio::spawn(proxy.serve(std::future::pending()));
-    addr
+    (addr, backends)
 }
 
 pub fn opts(

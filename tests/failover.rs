@@ -1,0 +1,427 @@
+//! Health checks and failures under load: sysbench reads through the proxy while a replica
+//! is killed, stopped with SIGSTOP, or made to lag, and while the primary is killed. What the
+//! user sees is what is asserted: sysbench's error and reconnect counts, which server
+//! answered, and when the proxy stopped (and started again) sending reads to a server.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mysql_async::Conn;
+use mysql_async::prelude::Queryable;
+use rwsplit::config::{Config, FileConfig, Overrides};
+use rwsplit::topology::{Backend, Backends};
+use support::cluster::{MONITOR_PASSWORD, MONITOR_USER, note};
+use support::*;
+
+const NET: &str = "127.0.30";
+const CHECK_INTERVAL: &str = "300ms";
+const MAX_LAG_SECS: u64 = 2;
+
+/// Every test kills or stops servers of its own cluster, on the same addresses: one at a
+/// time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+struct Setup {
+    cluster: Cluster,
+    addr: SocketAddr,
+    backends: Arc<Backends>,
+}
+
+/// A fresh cluster with sysbench's tables, and a proxy with health checks in front of it.
+async fn setup() -> Setup {
+    let cluster = tokio::task::spawn_blocking(|| Cluster::start(NET, 2).unwrap())
+        .await
+        .unwrap();
+    let (addr, backends) = start_proxy_with_backends(config(&cluster)).await;
+    let (ok, report) = support::sysbench::run(addr, "oltp_read_only", "prepare", TABLES).await;
+    assert!(ok, "prepare:\n{report}");
+    cluster
+        .wait_replicas_caught_up(Duration::from_secs(60))
+        .unwrap();
+    let setup = Setup {
+        cluster,
+        addr,
+        backends,
+    };
+    for k in 1..=2 {
+        setup
+            .wait_for(&format!("mysql-{k} to take reads"), 10, |b| {
+                b.replica(k).eligible()
+            })
+            .await;
+    }
+    setup
+}
+
+const TABLES: &[&str] = &["--tables=2", "--table-size=5000"];
+
+fn config(cluster: &Cluster) -> Config {
+    let replicas: String = cluster
+        .replicas()
+        .iter()
+        .map(|r| {
+            format!(
+                "[[replicas]]\nname = '{}'\naddress = '{}'\n",
+                r.name,
+                r.address()
+            )
+        })
+        .collect();
+    let text = format!(
+        "[proxy]\nlisten = '127.0.0.1:0'\nconnect_timeout = '2s'\n\
+         [health]\nmonitor_user = '{MONITOR_USER}'\ncheck_interval = '{CHECK_INTERVAL}'\n\
+         check_timeout = '1s'\nmax_replication_lag = '{MAX_LAG_SECS}s'\nrise = 2\n\
+         [primary]\nname = 'mysql-0'\naddress = '{}'\n{replicas}\
+         [[users]]\nname = '{APP_USER}'\npassword = '{APP_PASSWORD}'\n\
+         [[users]]\nname = '{MONITOR_USER}'\npassword = '{MONITOR_PASSWORD}'\n",
+        cluster.primary().address()
+    );
+    let file: FileConfig = toml::from_str(&text).expect("test config parses");
+    Config::from_file(file, &Overrides::default(), &|_| None).expect("test config is valid")
+}
+
+trait Topology {
+    fn replica(&self, k: usize) -> Arc<Backend>;
+    fn primary(&self) -> Arc<Backend>;
+}
+
+impl Topology for Backends {
+    fn replica(&self, k: usize) -> Arc<Backend> {
+        let name = format!("mysql-{k}");
+        self.load()
+            .replicas
+            .iter()
+            .find(|b| b.name() == name)
+            .unwrap_or_else(|| panic!("{name} is not in the topology"))
+            .clone()
+    }
+
+    fn primary(&self) -> Arc<Backend> {
+        self.load().primary.clone()
+    }
+}
+
+impl Setup {
+    /// Waits until `condition` holds of the proxy's backends; returns how long it took.
+    async fn wait_for(
+        &self,
+        what: &str,
+        timeout_secs: u64,
+        condition: impl Fn(&Backends) -> bool,
+    ) -> Duration {
+        let started = Instant::now();
+        while !condition(&self.backends) {
+            assert!(
+                started.elapsed() < Duration::from_secs(timeout_secs),
+                "waited {timeout_secs}s for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        started.elapsed()
+    }
+
+    /// sysbench reads (no transactions, so they go to the replicas) for `secs`, in the
+    /// background.
+    fn read_load(&self, secs: u64) -> tokio::task::JoinHandle<String> {
+        let addr = self.addr;
+        tokio::spawn(async move {
+            let time = format!("--time={secs}");
+            let mut args = TABLES.to_vec();
+            args.extend([
+                "--threads=16",
+                time.as_str(),
+                "--skip_trx=on",
+                "--report-interval=0",
+                "--verbosity=5",
+            ]);
+            let (ok, report) = support::sysbench::run(addr, "oltp_read_only", "run", &args).await;
+            assert!(ok, "sysbench failed:\n{report}");
+            report
+        })
+    }
+
+    /// Reads by the application on server `k` (the server's own user statistics).
+    fn app_reads(&self, k: usize) -> u64 {
+        app_commands(&self.cluster, k).selects
+    }
+
+    /// Reads the application ran on server `k` during `window`.
+    async fn reads_during(&self, k: usize, window: Duration) -> u64 {
+        let before = self.app_reads(k);
+        tokio::time::sleep(window).await;
+        self.app_reads(k) - before
+    }
+}
+
+/// sysbench saw no error and no reconnect.
+fn assert_clean(report: &str) {
+    let events = support::sysbench::counter(report, "transactions:");
+    assert!(events > 100, "only {events} events:\n{report}");
+    assert_eq!(
+        support::sysbench::counter(report, "ignored errors:"),
+        0,
+        "{report}"
+    );
+    assert_eq!(
+        support::sysbench::counter(report, "reconnects:"),
+        0,
+        "{report}"
+    );
+    note(&format!("sysbench: {events} events, no errors"));
+}
+
+fn signal(cluster: &Cluster, k: usize, signal: &str) {
+    let pid = cluster.servers[k].pid().expect("server running");
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replica_is_left_out_and_taken_back() {
+    let _serial = SERIAL.lock().await;
+    let mut setup = setup().await;
+    let load = setup.read_load(25);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    setup.cluster.kill_server(1);
+    let took = setup
+        .wait_for("mysql-1 to be left out", 5, |b| !b.replica(1).eligible())
+        .await;
+    note(&format!("killed replica left out after {took:?}"));
+    let on_other = setup.reads_during(2, Duration::from_secs(3)).await;
+    assert!(on_other > 100, "mysql-2 served {on_other} reads meanwhile");
+
+    setup.cluster.start_server(1).unwrap();
+    let took = setup
+        .wait_for("mysql-1 to take reads again", 15, |b| {
+            b.replica(1).eligible()
+        })
+        .await;
+    note(&format!("restarted replica takes reads after {took:?}"));
+    let back = setup.reads_during(1, Duration::from_secs(3)).await;
+    assert!(back > 100, "mysql-1 served {back} reads after it came back");
+
+    assert_clean(&load.await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_shut_down_and_started_again_costs_no_errors() {
+    let _serial = SERIAL.lock().await;
+    let mut setup = setup().await;
+    let load = setup.read_load(20);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // As when its pod is deleted: SIGTERM, the server closes its connections and exits.
+    setup.cluster.stop_server(2);
+    setup
+        .wait_for("mysql-2 to be left out", 5, |b| !b.replica(2).eligible())
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    setup.cluster.start_server(2).unwrap();
+    setup
+        .wait_for("mysql-2 to take reads again", 15, |b| {
+            b.replica(2).eligible()
+        })
+        .await;
+    assert_clean(&load.await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_replica_loses_its_reads_within_three_seconds() {
+    let _serial = SERIAL.lock().await;
+    let setup = setup().await;
+    let load = setup.read_load(22);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    let replica = setup.backends.replica(1);
+    signal(&setup.cluster, 1, "-STOP");
+    let stopped = Instant::now();
+    setup
+        .wait_for("mysql-1 to be left out", 3, |b| !b.replica(1).eligible())
+        .await;
+    // Reads that were waiting on it were given up and ran elsewhere; none is sent anew.
+    setup
+        .wait_for("reads waiting on mysql-1 to be abandoned", 3, |_| {
+            replica.in_flight() == 0
+        })
+        .await;
+    let took = stopped.elapsed();
+    assert!(took <= Duration::from_secs(3), "took {took:?}");
+    note(&format!(
+        "stopped replica left out, its reads moved, after {took:?}"
+    ));
+    for _ in 0..20 {
+        assert_eq!(
+            replica.in_flight(),
+            0,
+            "a read was sent to the stopped replica"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let on_other = setup.reads_during(2, Duration::from_secs(2)).await;
+    assert!(on_other > 100, "mysql-2 served {on_other} reads meanwhile");
+
+    signal(&setup.cluster, 1, "-CONT");
+    setup
+        .wait_for("mysql-1 to take reads again", 10, |b| {
+            b.replica(1).eligible()
+        })
+        .await;
+    assert_clean(&load.await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_replica_gets_no_reads_until_it_catches_up() {
+    let _serial = SERIAL.lock().await;
+    let setup = setup().await;
+    let mut writer = Conn::new(app_opts(setup.addr, Some("app"))).await.unwrap();
+    writer
+        .query_drop("CREATE TABLE ticks (id INT AUTO_INCREMENT PRIMARY KEY, at DATETIME(3))")
+        .await
+        .unwrap();
+    let writing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let writes = {
+        let writing = writing.clone();
+        tokio::spawn(async move {
+            while writing.load(std::sync::atomic::Ordering::Relaxed) {
+                writer
+                    .query_drop("INSERT INTO ticks (at) VALUES (NOW(3))")
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let load = setup.read_load(30);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    setup
+        .cluster
+        .sql(
+            1,
+            "STOP SLAVE; CHANGE MASTER TO MASTER_DELAY = 60; START SLAVE",
+        )
+        .unwrap();
+    let delayed = Instant::now();
+    setup
+        .wait_for("mysql-1 to be left out", MAX_LAG_SECS + 5, |b| {
+            !b.replica(1).eligible()
+        })
+        .await;
+    // The lag passes the maximum about MAX_LAG_SECS after the delay starts; from then on
+    // the replica must be out within 3 s.
+    let took = delayed.elapsed();
+    note(&format!(
+        "lagging replica left out {took:?} after the delay began"
+    ));
+    assert!(
+        took <= Duration::from_secs(MAX_LAG_SECS + 3),
+        "took {took:?}"
+    );
+    let on_lagging = setup.reads_during(1, Duration::from_secs(3)).await;
+    assert_eq!(on_lagging, 0, "the lagging replica served reads");
+
+    setup
+        .cluster
+        .sql(
+            1,
+            "STOP SLAVE; CHANGE MASTER TO MASTER_DELAY = 0; START SLAVE",
+        )
+        .unwrap();
+    setup
+        .wait_for("mysql-1 to take reads again", 10, |b| {
+            b.replica(1).eligible()
+        })
+        .await;
+    let back = setup.reads_during(1, Duration::from_secs(3)).await;
+    assert!(back > 100, "mysql-1 served {back} reads after catching up");
+
+    writing.store(false, std::sync::atomic::Ordering::Relaxed);
+    writes.await.unwrap();
+    assert_clean(&load.await.unwrap());
+}
+
+fn server_error(result: Result<(), mysql_async::Error>) -> mysql_async::ServerError {
+    match result {
+        Err(mysql_async::Error::Server(e)) => e,
+        Err(other) => panic!("expected a server error, got {other}"),
+        Ok(()) => panic!("expected a server error, the statement succeeded"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_primary_down_reads_go_on_and_writes_fail_clearly_until_it_is_back() {
+    let _serial = SERIAL.lock().await;
+    let mut setup = setup().await;
+    let mut writer = Conn::new(app_opts(setup.addr, Some("app"))).await.unwrap();
+    writer
+        .query_drop("CREATE TABLE notes (id INT PRIMARY KEY, body TEXT)")
+        .await
+        .unwrap();
+    writer
+        .query_drop("INSERT INTO notes VALUES (1, 'before')")
+        .await
+        .unwrap();
+    let load = setup.read_load(20);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    let primary = setup.backends.primary();
+    let seen = primary.down_count();
+    setup.cluster.kill_server(0);
+    setup
+        .wait_for("the primary to be found down", 3, |b| {
+            b.primary().down_count() > seen
+        })
+        .await;
+    let err = server_error(
+        writer
+            .query_drop("INSERT INTO notes VALUES (2, 'during')")
+            .await,
+    );
+    assert_eq!(err.code, 1429, "{err:?}");
+    assert!(err.message.contains("mysql-0"), "{}", err.message);
+
+    // A new client gets in (through a replica) and reads; its writes fail the same way.
+    let mut late = Conn::new(app_opts(setup.addr, Some("app"))).await.unwrap();
+    let count: u64 = query_one(&mut late, "SELECT COUNT(*) FROM notes").await;
+    assert_eq!(count, 1);
+    let err = server_error(late.query_drop("DELETE FROM notes").await);
+    assert_eq!(err.code, 1429, "{err:?}");
+
+    setup.cluster.start_server(0).unwrap();
+    let back = Instant::now();
+    loop {
+        match writer
+            .query_drop("INSERT INTO notes VALUES (2, 'after')")
+            .await
+        {
+            Ok(()) => break,
+            Err(mysql_async::Error::Server(e)) if e.code == 1429 => {
+                assert!(
+                    back.elapsed() < Duration::from_secs(15),
+                    "writes still fail 15 s after the primary came back: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    note(&format!(
+        "writes work again {:?} after the primary came back",
+        back.elapsed()
+    ));
+    let rows = setup
+        .cluster
+        .sql(0, "SELECT id, body FROM app.notes ORDER BY id")
+        .unwrap();
+    assert_eq!(rows, "1\tbefore\n2\tafter");
+    late.query_drop("DELETE FROM notes WHERE id = 2")
+        .await
+        .unwrap();
+    assert_clean(&load.await.unwrap());
+}
