@@ -1,6 +1,7 @@
 //! The local cluster, and rwsplit in front of it, for trying the proxy out: a MariaDB primary
 //! `mysql-0` on 127.0.10.1:3306 and replicas `mysql-1`, `mysql-2` on 127.0.10.2 and .3, as in
-//! the StatefulSet, replicating with GTID. Runs until Ctrl-C, then stops everything.
+//! the StatefulSet, replicating with GTID, and a DNS server on 127.0.10.53 publishing them as
+//! the headless Service `mysql` does. Runs until Ctrl-C, then stops everything.
 //!
 //! `scripts/demo.sh` builds and runs this; `scripts/cluster.sh` runs it without the proxy.
 
@@ -56,6 +57,13 @@ fn main() -> ExitCode {
     }
     println!(
         "  users: {APP_USER}/{APP_PASSWORD} (application), {MONITOR_USER}/{MONITOR_PASSWORD} (monitor)"
+    );
+    println!(
+        "  DNS on {}: dig @{} -p {} SRV {}",
+        cluster.dns_address(),
+        cluster.dns_address().ip(),
+        cluster.dns_address().port(),
+        cluster::srv_name()
     );
 
     let mut proxy = None;

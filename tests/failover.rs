@@ -17,7 +17,7 @@ use support::cluster::{MONITOR_PASSWORD, MONITOR_USER, note};
 use support::*;
 
 const NET: &str = "127.0.30";
-const CHECK_INTERVAL: &str = "300ms";
+/// As in `HEALTH`.
 const MAX_LAG_SECS: u64 = 2;
 
 /// Every test kills or stops servers of its own cluster, on the same addresses: one at a
@@ -30,8 +30,18 @@ struct Setup {
     backends: Arc<Backends>,
 }
 
-/// A fresh cluster with sysbench's tables, and a proxy with health checks in front of it.
+/// A fresh cluster with sysbench's tables, and a proxy with health checks in front of it,
+/// configured with the cluster's servers.
 async fn setup() -> Setup {
+    setup_with(config).await
+}
+
+/// `setup`, with a proxy that finds the servers through the cluster's DNS, as in Kubernetes.
+async fn setup_discovered() -> Setup {
+    setup_with(discovery_config).await
+}
+
+async fn setup_with(config: fn(&Cluster) -> Config) -> Setup {
     let cluster = tokio::task::spawn_blocking(|| Cluster::start(NET, 2).unwrap())
         .await
         .unwrap();
@@ -58,6 +68,29 @@ async fn setup() -> Setup {
 
 const TABLES: &[&str] = &["--tables=2", "--table-size=5000"];
 
+const HEALTH: &str = "[health]\nmonitor_user = 'monitor'\ncheck_interval = '300ms'\n\
+                      check_timeout = '1s'\nmax_replication_lag = '2s'\nrise = 2\n";
+
+fn parse(text: &str) -> Config {
+    let file: FileConfig = toml::from_str(text).expect("test config parses");
+    Config::from_file(file, &Overrides::default(), &|_| None).expect("test config is valid")
+}
+
+/// No server named: the headless Service's records in the cluster's DNS say it all.
+fn discovery_config(cluster: &Cluster) -> Config {
+    parse(&format!(
+        "[proxy]\nlisten = '127.0.0.1:0'\nconnect_timeout = '2s'\n{HEALTH}\
+         [discovery]\nheadless_service = '{}'\nnamespace = '{}'\ncluster_domain = '{}'\n\
+         dns_server = '{}'\ninterval = '1s'\nkubernetes = 'off'\n\
+         [[users]]\nname = '{APP_USER}'\npassword = '{APP_PASSWORD}'\n\
+         [[users]]\nname = '{MONITOR_USER}'\npassword = '{MONITOR_PASSWORD}'\n",
+        support::cluster::SERVICE,
+        support::cluster::NAMESPACE,
+        support::cluster::CLUSTER_DOMAIN,
+        cluster.dns_address()
+    ))
+}
+
 fn config(cluster: &Cluster) -> Config {
     let replicas: String = cluster
         .replicas()
@@ -70,17 +103,13 @@ fn config(cluster: &Cluster) -> Config {
             )
         })
         .collect();
-    let text = format!(
-        "[proxy]\nlisten = '127.0.0.1:0'\nconnect_timeout = '2s'\n\
-         [health]\nmonitor_user = '{MONITOR_USER}'\ncheck_interval = '{CHECK_INTERVAL}'\n\
-         check_timeout = '1s'\nmax_replication_lag = '{MAX_LAG_SECS}s'\nrise = 2\n\
+    parse(&format!(
+        "[proxy]\nlisten = '127.0.0.1:0'\nconnect_timeout = '2s'\n{HEALTH}\
          [primary]\nname = 'mysql-0'\naddress = '{}'\n{replicas}\
          [[users]]\nname = '{APP_USER}'\npassword = '{APP_PASSWORD}'\n\
          [[users]]\nname = '{MONITOR_USER}'\npassword = '{MONITOR_PASSWORD}'\n",
         cluster.primary().address()
-    );
-    let file: FileConfig = toml::from_str(&text).expect("test config parses");
-    Config::from_file(file, &Overrides::default(), &|_| None).expect("test config is valid")
+    ))
 }
 
 trait Topology {
@@ -91,10 +120,11 @@ trait Topology {
 impl Topology for Backends {
     fn replica(&self, k: usize) -> Arc<Backend> {
         let name = format!("mysql-{k}");
+        let pod = format!("mysql-{k}.");
         self.load()
             .replicas
             .iter()
-            .find(|b| b.name() == name)
+            .find(|b| b.name() == name || b.name().starts_with(&pod))
             .unwrap_or_else(|| panic!("{name} is not in the topology"))
             .clone()
     }
@@ -173,15 +203,6 @@ fn assert_clean(report: &str) {
     note(&format!("sysbench: {events} events, no errors"));
 }
 
-fn signal(cluster: &Cluster, k: usize, signal: &str) {
-    let pid = cluster.servers[k].pid().expect("server running");
-    let status = std::process::Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_replica_is_left_out_and_taken_back() {
     let _serial = SERIAL.lock().await;
@@ -239,7 +260,7 @@ async fn a_stopped_replica_loses_its_reads_within_three_seconds() {
     tokio::time::sleep(Duration::from_secs(5)).await;
 
     let replica = setup.backends.replica(1);
-    signal(&setup.cluster, 1, "-STOP");
+    setup.cluster.pause_server(1);
     let stopped = Instant::now();
     setup
         .wait_for("mysql-1 to be left out", 3, |b| !b.replica(1).eligible())
@@ -266,7 +287,7 @@ async fn a_stopped_replica_loses_its_reads_within_three_seconds() {
     let on_other = setup.reads_during(2, Duration::from_secs(2)).await;
     assert!(on_other > 100, "mysql-2 served {on_other} reads meanwhile");
 
-    signal(&setup.cluster, 1, "-CONT");
+    setup.cluster.resume_server(1);
     setup
         .wait_for("mysql-1 to take reads again", 10, |b| {
             b.replica(1).eligible()
@@ -290,13 +311,7 @@ async fn a_lagging_replica_gets_no_reads_until_it_catches_up() {
         .unwrap();
     // The delay holds back only what is written from now on; while nothing is, the replica
     // is not behind (restarting replication takes it out briefly, for its threads stop).
-    setup
-        .cluster
-        .sql(
-            1,
-            "STOP SLAVE; CHANGE MASTER TO MASTER_DELAY = 60; START SLAVE",
-        )
-        .unwrap();
+    setup.cluster.set_replication_delay(1, 60).unwrap();
     setup
         .wait_for("mysql-1 to take reads with nothing to delay", 10, |b| {
             b.replica(1).eligible()
@@ -336,13 +351,7 @@ async fn a_lagging_replica_gets_no_reads_until_it_catches_up() {
     let on_lagging = setup.reads_during(1, Duration::from_secs(3)).await;
     assert_eq!(on_lagging, 0, "the lagging replica served reads");
 
-    setup
-        .cluster
-        .sql(
-            1,
-            "STOP SLAVE; CHANGE MASTER TO MASTER_DELAY = 0; START SLAVE",
-        )
-        .unwrap();
+    setup.cluster.set_replication_delay(1, 0).unwrap();
     setup
         .wait_for("mysql-1 to take reads again", 10, |b| {
             b.replica(1).eligible()
@@ -433,5 +442,51 @@ async fn with_the_primary_down_reads_go_on_and_writes_fail_clearly_until_it_is_b
     late.query_drop("DELETE FROM notes WHERE id = 2")
         .await
         .unwrap();
+    assert_clean(&load.await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_found_through_dns_come_and_go_with_the_statefulset() {
+    let _serial = SERIAL.lock().await;
+    let mut setup = setup_discovered().await;
+    let primary = setup.backends.primary();
+    assert_eq!(
+        primary.name(),
+        format!("mysql-0.{}", support::cluster::service_name()),
+        "the primary pod, found through DNS"
+    );
+    let load = setup.read_load(30);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Scale out: a new pod clones the primary, replicates, and appears in DNS.
+    let k = tokio::task::block_in_place(|| setup.cluster.add_replica()).unwrap();
+    let published = Instant::now();
+    setup
+        .wait_for("the new replica to take reads", 10, |b| {
+            b.load()
+                .replicas
+                .iter()
+                .any(|r| r.name().starts_with(&format!("mysql-{k}.")) && r.eligible())
+        })
+        .await;
+    let took = published.elapsed();
+    note(&format!(
+        "mysql-{k} takes reads {took:?} after it appeared in DNS"
+    ));
+    // One discovery interval (1 s) and TTL (1 s), then its first check.
+    assert!(took <= Duration::from_secs(4), "took {took:?}");
+    let on_new = setup.reads_during(k, Duration::from_secs(2)).await;
+    assert!(on_new > 100, "mysql-{k} served {on_new} reads");
+
+    // Scale in: the pod leaves DNS, then stops; sessions move on without an error.
+    tokio::task::block_in_place(|| setup.cluster.remove_replica());
+    setup
+        .wait_for("the removed replica to leave the topology", 5, |b| {
+            !b.load()
+                .replicas
+                .iter()
+                .any(|r| r.name().starts_with(&format!("mysql-{k}.")))
+        })
+        .await;
     assert_clean(&load.await.unwrap());
 }

@@ -15,6 +15,7 @@ use tracing::{info, warn};
 use crate::config::{Config, Endpoint};
 
 pub mod discovery;
+pub mod dns;
 pub mod monitor;
 pub mod registry;
 

@@ -5,7 +5,7 @@
 //! (D6), with hysteresis, publishes the snapshot sessions read, and logs each change once.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,9 +14,10 @@ use tokio::task::AbortHandle;
 use tracing::{debug, error, info, warn};
 
 use super::discovery::{EndpointReadiness, Member, Role, Update};
+use super::dns::{self, DnsDiscovery, DnsSettings};
 use super::monitor::{self, Health, MonitorSettings, Report};
 use super::{Backend, Backends, Topology};
-use crate::config::{Config, Endpoint, HealthChecks};
+use crate::config::{Config, Endpoint, Headless, HealthChecks};
 
 /// Where an update came from: each source's servers are kept apart, so that one source's
 /// news never erases another's.
@@ -42,13 +43,31 @@ pub fn start(config: &Config, backends: Arc<Backends>) -> watch::Receiver<bool> 
 
     let static_endpoints = static_endpoints(config);
     if !static_endpoints.is_empty() {
-        sources.push(Source::Static);
-        let forward = forwarder(Source::Static, events.clone());
-        let interval = config.discovery.interval;
-        tokio::spawn(resolve_static(static_endpoints, interval, forward));
+        match DnsDiscovery::new(dns_settings(config)) {
+            Ok(resolver) => {
+                sources.push(Source::Static);
+                let forward = forwarder(Source::Static, events.clone());
+                let interval = config.discovery.interval;
+                tokio::spawn(resolve_static(
+                    resolver,
+                    static_endpoints,
+                    interval,
+                    forward,
+                ));
+            }
+            Err(e) => error!(error = %e, "cannot set up the DNS resolver for configured servers"),
+        }
     }
-    // The headless Service's DNS records and the Kubernetes API are sources of their own;
-    // they are started here too once configured.
+    if config.discovery.headless.is_some() {
+        match DnsDiscovery::new(dns_settings(config)) {
+            Ok(discovery) => {
+                sources.push(Source::Headless);
+                let forward = forwarder(Source::Headless, events.clone());
+                tokio::spawn(dns::run(discovery, forward));
+            }
+            Err(e) => error!(error = %e, "cannot set up DNS discovery"),
+        }
+    }
 
     let topology = backends.load();
     let mut registry = Registry {
@@ -74,6 +93,29 @@ pub fn start(config: &Config, backends: Arc<Backends>) -> watch::Receiver<bool> 
     }
     tokio::spawn(registry.run(inbox));
     ready_rx
+}
+
+fn dns_settings(config: &Config) -> DnsSettings {
+    let discovery = &config.discovery;
+    let defaults = Headless {
+        service: crate::config::DEFAULT_HEADLESS_SERVICE.to_owned(),
+        namespace: crate::config::DEFAULT_NAMESPACE.to_owned(),
+        cluster_domain: crate::config::DEFAULT_CLUSTER_DOMAIN.to_owned(),
+        port_name: "mysql".to_owned(),
+        primary_pod: "mysql-0".to_owned(),
+        port: crate::config::MYSQL_PORT,
+    };
+    let headless = discovery.headless.clone().unwrap_or(defaults);
+    DnsSettings {
+        headless_service: headless.service,
+        namespace: headless.namespace,
+        cluster_domain: headless.cluster_domain,
+        port_name: headless.port_name,
+        primary_pod: headless.primary_pod,
+        default_port: headless.port,
+        server: discovery.dns_server,
+        interval: discovery.interval,
+    }
 }
 
 /// The configured servers that are not found through the headless Service.
@@ -106,6 +148,7 @@ fn forwarder(source: Source, events: mpsc::Sender<Event>) -> mpsc::Sender<Update
 /// The configured servers, their names resolved again every interval: a configured name
 /// may point elsewhere later (a pod that was rescheduled).
 async fn resolve_static(
+    resolver: DnsDiscovery,
     endpoints: Vec<(Endpoint, Role)>,
     interval: Duration,
     updates: mpsc::Sender<Update>,
@@ -117,7 +160,7 @@ async fn resolve_static(
         let mut members = Vec::new();
         let mut failures = Vec::new();
         for (endpoint, role) in &endpoints {
-            match resolve(&endpoint.address).await {
+            match resolve(&resolver, &endpoint.address).await {
                 Ok(addresses) => {
                     members.extend(addresses.into_iter().take(1).map(|address| Member {
                         name: endpoint.name.clone(),
@@ -140,20 +183,16 @@ async fn resolve_static(
     }
 }
 
-async fn resolve(address: &str) -> Result<Vec<SocketAddr>, String> {
-    if let Ok(address) = address.parse::<SocketAddr>() {
-        return Ok(vec![address]);
-    }
-    let owned = address.to_owned();
-    let resolved = tokio::task::spawn_blocking(move || owned.to_socket_addrs())
+async fn resolve(resolver: &DnsDiscovery, address: &str) -> Result<Vec<SocketAddr>, String> {
+    let (host, port) = address
+        .rsplit_once(':')
+        .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
+        .ok_or_else(|| format!("'{address}' is not host:port"))?;
+    let host = host.trim_matches(|c| c == '[' || c == ']');
+    resolver
+        .resolve_host(host, port)
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    let addresses: Vec<SocketAddr> = resolved.collect();
-    if addresses.is_empty() {
-        return Err("no addresses".into());
-    }
-    Ok(addresses)
+        .map_err(|e| e.to_string())
 }
 
 /// One server the registry follows.

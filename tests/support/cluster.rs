@@ -2,17 +2,27 @@
 //! `mysql-1..N`, each a real `mariadbd` on its own loopback address and port 3306, like pods of
 //! the StatefulSet (`<net>.1` = mysql-0, `<net>.2` = mysql-1, ...), replicating with GTID.
 //!
+//! The cluster also runs its own DNS server on `<net>.53`, publishing the pods as a headless
+//! Service `mysql` in namespace `default` of `cluster.local` does: each pod's A record, the
+//! Service's A records and its SRV records, for the pods that are published (ready).
+//!
 //! Every server runs under a small shell watchdog whose standard input is a pipe from this
 //! process: when this process exits, however it exits, the pipe closes and the watchdog stops
 //! the server. Nothing outlives the tests.
 
 #![allow(dead_code)]
 
+#[path = "dns.rs"]
+pub mod dns;
+
 use std::io::Write;
-use std::net::TcpStream;
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use dns::DnsServer;
 
 pub const APP_USER: &str = "app";
 pub const APP_PASSWORD: &str = "app-password";
@@ -21,6 +31,12 @@ pub const MONITOR_PASSWORD: &str = "monitor-password";
 const REPL_USER: &str = "repl";
 const REPL_PASSWORD: &str = "repl-password";
 pub const PORT: u16 = 3306;
+/// Where the pods are published: the headless Service, its namespace and the cluster domain.
+pub const SERVICE: &str = "mysql";
+pub const NAMESPACE: &str = "default";
+pub const CLUSTER_DOMAIN: &str = "cluster.local";
+/// The name of the Service's port, which names its SRV records (`_mysql._tcp`).
+pub const PORT_NAME: &str = "mysql";
 
 /// Runs the server and stops it when standard input reaches its end. The server itself gets
 /// no handle on the pipe, so only this process's exit (or `stop_server`) closes it.
@@ -31,6 +47,8 @@ pid=$!
 (
   cat <&3 >/dev/null
   kill -TERM "$pid" 2>/dev/null
+  # A paused server (pause_server) acts on the TERM only once it runs again.
+  kill -CONT "$pid" 2>/dev/null
   for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || exit 0; sleep 0.1; done
   kill -KILL "$pid" 2>/dev/null
 ) &
@@ -67,6 +85,11 @@ impl Server {
 pub struct Cluster {
     pub dir: PathBuf,
     pub servers: Vec<Server>,
+    /// First three octets of the servers' addresses.
+    net: String,
+    dns: DnsServer,
+    /// Which servers are in DNS, by index in `servers`.
+    published: Mutex<Vec<bool>>,
 }
 
 impl Cluster {
@@ -82,6 +105,9 @@ impl Cluster {
         let mut cluster = Cluster {
             dir: dir.clone(),
             servers: Vec::new(),
+            net: net.to_owned(),
+            dns: start_dns(net)?,
+            published: Mutex::new(vec![false; replicas + 1]),
         };
         for k in 0..=replicas {
             let datadir = dir.join(format!("mysql-{k}"));
@@ -98,19 +124,174 @@ impl Cluster {
         cluster.sql(0, &bootstrap_sql())?;
         for k in 1..=replicas {
             cluster.start_server(k)?;
-            let primary_ip = cluster.servers[0].ip.clone();
-            cluster.sql(
-                k,
-                &format!(
-                    "CHANGE MASTER TO MASTER_HOST='{primary_ip}', MASTER_PORT={PORT}, \
-                     MASTER_USER='{REPL_USER}', MASTER_PASSWORD='{REPL_PASSWORD}', \
-                     MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, \
-                     MASTER_HEARTBEAT_PERIOD=1; START SLAVE;"
-                ),
-            )?;
+            // Each replica starts from the same empty template as the primary and applies
+            // the primary's whole binary log, bootstrap included.
+            cluster.start_replication(k)?;
         }
         cluster.wait_replicas_caught_up(Duration::from_secs(60))?;
+        for k in 0..=replicas {
+            cluster.publish(k);
+        }
         Ok(cluster)
+    }
+
+    fn start_replication(&self, k: usize) -> Result<(), String> {
+        let primary_ip = &self.servers[0].ip;
+        self.sql(
+            k,
+            &format!(
+                "CHANGE MASTER TO MASTER_HOST='{primary_ip}', MASTER_PORT={PORT}, \
+                 MASTER_USER='{REPL_USER}', MASTER_PASSWORD='{REPL_PASSWORD}', \
+                 MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, \
+                 MASTER_HEARTBEAT_PERIOD=1; START SLAVE;"
+            ),
+        )
+        .map(drop)
+    }
+
+    /// The DNS server publishing the pods (`<net>.53`, port 53, or 5353 where 53 cannot be
+    /// bound).
+    pub fn dns_address(&self) -> SocketAddr {
+        self.dns.address()
+    }
+
+    /// The DNS server itself, to publish more or break it.
+    pub fn dns(&self) -> &DnsServer {
+        &self.dns
+    }
+
+    /// `mysql-K.mysql.default.svc.cluster.local`: the DNS name of server `k`.
+    pub fn pod_name(&self, k: usize) -> String {
+        format!("{}.{}", self.servers[k].name, service_name())
+    }
+
+    /// Puts server `k` in DNS, as Kubernetes does when a pod becomes ready.
+    pub fn publish(&self, k: usize) {
+        self.set_published(k, true);
+    }
+
+    /// Takes server `k` out of DNS, as Kubernetes does when a pod is not ready or deleted:
+    /// its own name, and its place in the Service's A and SRV records.
+    pub fn unpublish(&self, k: usize) {
+        self.set_published(k, false);
+    }
+
+    fn set_published(&self, k: usize, published: bool) {
+        let mut flags = self.published.lock().unwrap();
+        flags[k] = published;
+        let mut ips = Vec::new();
+        let mut targets = Vec::new();
+        for (k, server) in self.servers.iter().enumerate() {
+            let ip: IpAddr = server.ip.parse().expect("server addresses are IPs");
+            if flags[k] {
+                self.dns.set_a(&self.pod_name(k), &[ip]);
+                ips.push(ip);
+                targets.push((self.pod_name(k), PORT));
+            } else {
+                self.dns.set_a(&self.pod_name(k), &[]);
+            }
+        }
+        self.dns.set_a(&service_name(), &ips);
+        self.dns.set_srv(&srv_name(), &targets);
+    }
+
+    /// Scales out: a new replica `mysql-N` on `<net>.(N+1)`, cloned from the primary with
+    /// `mariadb-backup` (as the StatefulSet's clone step does), replicating with GTID from
+    /// the position of the copy, caught up, then published in DNS. Returns its index.
+    pub fn add_replica(&mut self) -> Result<usize, String> {
+        let k = self.servers.len();
+        let datadir = self.dir.join(format!("mysql-{k}"));
+        let _ = std::fs::remove_dir_all(&datadir);
+        let gtid = self.clone_primary(&datadir)?;
+        self.servers.push(Server {
+            name: format!("mysql-{k}"),
+            ip: format!("{}.{}", self.net, k + 1),
+            server_id: k as u32 + 1,
+            datadir,
+            watchdog: None,
+        });
+        self.published.lock().unwrap().push(false);
+        self.start_server(k)?;
+        self.sql(k, &format!("SET GLOBAL gtid_slave_pos = '{gtid}'"))?;
+        self.start_replication(k)?;
+        self.wait_caught_up(k, Duration::from_secs(60))?;
+        self.publish(k);
+        Ok(k)
+    }
+
+    /// Copies the primary's data into `datadir` (a consistent online backup, prepared) and
+    /// returns the GTID position the copy stands at.
+    fn clone_primary(&self, datadir: &Path) -> Result<String, String> {
+        let primary = &self.servers[0];
+        run(Command::new("mariadb-backup")
+            .arg("--no-defaults")
+            .arg("--backup")
+            .arg(format!("--target-dir={}", datadir.display()))
+            .arg(format!("--datadir={}", primary.datadir.display()))
+            .arg(format!("--socket={}", primary.socket().display()))
+            .arg("--user=root"))?;
+        run(Command::new("mariadb-backup")
+            .arg("--no-defaults")
+            .arg("--prepare")
+            .arg(format!("--target-dir={}", datadir.display())))?;
+        // "<binlog file>\t<position>\t<gtid position>", written by the backup (MariaDB 11
+        // renamed the file).
+        let (text, info) = ["xtrabackup_binlog_info", "mariadb_backup_binlog_info"]
+            .into_iter()
+            .map(|file| datadir.join(file))
+            .find_map(|path| Some((std::fs::read_to_string(&path).ok()?, path)))
+            .ok_or_else(|| format!("no binlog position in {}", datadir.display()))?;
+        text.trim_end()
+            .split('\t')
+            .nth(2)
+            .map(str::to_owned)
+            .ok_or_else(|| format!("no GTID position in {}: {text:?}", info.display()))
+    }
+
+    /// Scales in: takes the last replica out of DNS, then stops it.
+    pub fn remove_replica(&mut self) {
+        let k = self.servers.len() - 1;
+        assert!(k > 0, "no replica to remove");
+        self.unpublish(k);
+        self.stop_server(k);
+        self.servers.pop();
+        self.published.lock().unwrap().pop();
+    }
+
+    /// Freezes server `k` (SIGSTOP): it keeps its connections and answers nothing, as a hung
+    /// server does.
+    pub fn pause_server(&self, k: usize) {
+        self.signal(k, "-STOP");
+    }
+
+    /// Lets a paused server `k` run again (SIGCONT).
+    pub fn resume_server(&self, k: usize) {
+        self.signal(k, "-CONT");
+    }
+
+    fn signal(&self, k: usize, signal: &str) {
+        let pid = self.servers[k]
+            .pid()
+            .unwrap_or_else(|| panic!("{} is not running", self.servers[k].name));
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(pid.to_string())
+            .status();
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "kill {signal} {pid} failed"
+        );
+    }
+
+    /// Makes replica `k` apply each event `secs` seconds after the primary wrote it.
+    pub fn set_replication_delay(&self, k: usize, secs: u32) -> Result<(), String> {
+        // MariaDB 10.11 refuses CHANGE MASTER while the IO thread runs, even for the delay
+        // alone; with GTID positions both threads resume where they were.
+        self.sql(
+            k,
+            &format!("STOP SLAVE; CHANGE MASTER TO MASTER_DELAY={secs}; START SLAVE;"),
+        )
+        .map(drop)
     }
 
     pub fn primary(&self) -> &Server {
@@ -246,25 +427,30 @@ impl Cluster {
 
     /// Waits until every running replica has applied everything the primary has written.
     pub fn wait_replicas_caught_up(&self, timeout: Duration) -> Result<(), String> {
-        let position = self.sql(0, "SELECT @@global.gtid_binlog_pos")?;
         for k in 1..self.servers.len() {
-            if self.servers[k].watchdog.is_none() {
-                continue;
+            if self.servers[k].watchdog.is_some() {
+                self.wait_caught_up(k, timeout)?;
             }
-            let waited = self.sql(
-                k,
-                &format!(
-                    "SELECT MASTER_GTID_WAIT('{position}', {})",
-                    timeout.as_secs()
-                ),
-            )?;
-            if waited.trim() != "0" {
-                let status = self.sql(k, "SHOW SLAVE STATUS\\G").unwrap_or_default();
-                return Err(format!(
-                    "{} did not reach {position}:\n{status}",
-                    self.servers[k].name
-                ));
-            }
+        }
+        Ok(())
+    }
+
+    /// Waits until replica `k` has applied everything the primary has written.
+    pub fn wait_caught_up(&self, k: usize, timeout: Duration) -> Result<(), String> {
+        let position = self.sql(0, "SELECT @@global.gtid_binlog_pos")?;
+        let waited = self.sql(
+            k,
+            &format!(
+                "SELECT MASTER_GTID_WAIT('{position}', {})",
+                timeout.as_secs()
+            ),
+        )?;
+        if waited.trim() != "0" {
+            let status = self.sql(k, "SHOW SLAVE STATUS\\G").unwrap_or_default();
+            return Err(format!(
+                "{} did not reach {position}:\n{status}",
+                self.servers[k].name
+            ));
         }
         Ok(())
     }
@@ -284,6 +470,50 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop_all();
     }
+}
+
+/// `mysql.default.svc.cluster.local`
+pub fn service_name() -> String {
+    format!("{SERVICE}.{NAMESPACE}.svc.{CLUSTER_DOMAIN}")
+}
+
+/// `_mysql._tcp.mysql.default.svc.cluster.local`
+pub fn srv_name() -> String {
+    format!("_{PORT_NAME}._tcp.{}", service_name())
+}
+
+/// The cluster's DNS server on `<net>.53`: on the DNS port where this process may bind it
+/// (as root), else on 5353.
+fn start_dns(net: &str) -> Result<DnsServer, String> {
+    let ip: IpAddr = format!("{net}.53")
+        .parse()
+        .map_err(|e| format!("{net}.53: {e}"))?;
+    let dns = DnsServer::start(SocketAddr::new(ip, 53))
+        .or_else(|_| DnsServer::start(SocketAddr::new(ip, 5353)))?;
+    // Resolvers cache answers for their TTL; one second (CoreDNS's default is five) lets
+    // tests see pods come and go quickly.
+    dns.set_ttl(1);
+    Ok(dns)
+}
+
+/// Runs a tool to completion; its output becomes the error when it fails.
+fn run(command: &mut Command) -> Result<(), String> {
+    let output = command.output().map_err(|e| {
+        format!(
+            "run {:?} (scripts/install-deps.sh installs it): {e}",
+            command.get_program()
+        )
+    })?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let tail: Vec<&str> = stderr.lines().rev().take(15).collect();
+    Err(format!(
+        "{:?} failed:\n{}",
+        command.get_program(),
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    ))
 }
 
 fn bootstrap_sql() -> String {

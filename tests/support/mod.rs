@@ -1,4 +1,4 @@
-//! Test support: the local cluster, an in-process proxy in front of it, and clients.
+//! Test support: the local cluster (with its DNS server), an in-process proxy in front of it, and clients.
 
 #![allow(dead_code)]
 
