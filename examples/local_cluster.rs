@@ -96,25 +96,26 @@ fn main() -> ExitCode {
 
 fn start_proxy(binary: &str, cluster: &Cluster, listen: &str) -> Result<Child, String> {
     let config = cluster.dir.join("rwsplit.toml");
-    let mut text = format!(
-        "[proxy]\nlisten = '{listen}'\n\n[primary]\nname = '{}'\naddress = '{}'\n",
-        cluster.primary().name,
-        cluster.primary().address()
+    // As in Kubernetes: no server named; the headless Service's DNS records (served by the
+    // local cluster) give the pods, and the monitor user checks them.
+    let text = format!(
+        "[proxy]\nlisten = '{listen}'\n\n\
+         [discovery]\nheadless_service = '{}'\nnamespace = '{}'\ncluster_domain = '{}'\n\
+         dns_server = '{}'\ninterval = '2s'\nkubernetes = 'off'\n\n\
+         [health]\nmonitor_user = '{MONITOR_USER}'\nmonitor_password_env = 'RWSPLIT_MONITOR_PASSWORD'\n\n\
+         [[users]]\nname = '{APP_USER}'\npassword_env = 'RWSPLIT_APP_PASSWORD'\n",
+        cluster::SERVICE,
+        cluster::NAMESPACE,
+        cluster::CLUSTER_DOMAIN,
+        cluster.dns_address(),
     );
-    for replica in cluster.replicas() {
-        text += &format!(
-            "\n[[replicas]]\nname = '{}'\naddress = '{}'\n",
-            replica.name,
-            replica.address()
-        );
-    }
-    text += &format!("\n[[users]]\nname = '{APP_USER}'\npassword_env = 'RWSPLIT_APP_PASSWORD'\n");
     std::fs::write(&config, text).map_err(|e| e.to_string())?;
     println!("\nrwsplit on {listen}, configuration {}", config.display());
     let child = Command::new(binary)
         .arg("--config")
         .arg(&config)
         .env("RWSPLIT_APP_PASSWORD", APP_PASSWORD)
+        .env("RWSPLIT_MONITOR_PASSWORD", MONITOR_PASSWORD)
         .spawn()
         .map_err(|e| format!("cannot run {binary}: {e}"))?;
     if let Err(e) = cluster::wait_listening(listen, Duration::from_secs(20)) {
@@ -123,6 +124,8 @@ fn start_proxy(binary: &str, cluster: &Cluster, listen: &str) -> Result<Child, S
         let _ = child.wait();
         return Err(e);
     }
+    // Replicas take reads after their first health check.
+    std::thread::sleep(Duration::from_secs(1));
     Ok(child)
 }
 

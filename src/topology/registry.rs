@@ -273,12 +273,17 @@ impl Registry {
     }
 
     fn discovered(&mut self, source: Source, update: Update) {
+        self.apply(source, update);
+        // Only once the answer is published: the proxy starts taking clients then.
         if let Some(at) = self.awaiting.iter().position(|s| *s == source) {
             self.awaiting.swap_remove(at);
             if self.awaiting.is_empty() {
                 self.ready.send_replace(true);
             }
         }
+    }
+
+    fn apply(&mut self, source: Source, update: Update) {
         match update {
             Update::Dns(members) => {
                 if self.members.get(&key(source)) != Some(&members) {
