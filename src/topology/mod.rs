@@ -12,6 +12,9 @@ use tracing::{info, warn};
 
 use crate::config::{Config, Endpoint};
 
+pub mod discovery;
+pub mod kube;
+
 /// How long a backend that refused a connection is left out of the balancing before
 /// sessions try it again.
 pub const CONNECT_FAILURE_BACKOFF: Duration = Duration::from_secs(2);
