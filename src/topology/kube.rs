@@ -3,6 +3,11 @@
 //! EndpointSlices of the Service change the moment the kubelet sees a readiness probe fail.
 //! This module watches those slices and reports every endpoint's conditions as
 //! `Update::Kubernetes`, or `Update::KubernetesUnavailable` when the API cannot be followed.
+//!
+//! The conditions are reported as the API gives them. A headless Service with
+//! `publishNotReadyAddresses: true` (common for StatefulSets, so that peers find each other
+//! before they are ready) makes the controller mark every endpoint ready; `serving` still
+//! follows the pod's Ready condition there.
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
