@@ -16,6 +16,7 @@ use crate::config::{Config, Endpoint};
 
 pub mod discovery;
 pub mod dns;
+pub mod kube;
 pub mod monitor;
 pub mod registry;
 

@@ -15,9 +15,10 @@ use tracing::{debug, error, info, warn};
 
 use super::discovery::{EndpointReadiness, Member, Role, Update};
 use super::dns::{self, DnsDiscovery, DnsSettings};
+use super::kube::{self, KubeSettings};
 use super::monitor::{self, Health, MonitorSettings, Report};
 use super::{Backend, Backends, Topology};
-use crate::config::{Config, Endpoint, Headless, HealthChecks};
+use crate::config::{Config, Endpoint, Headless, HealthChecks, KubernetesMode};
 
 /// Where an update came from: each source's servers are kept apart, so that one source's
 /// news never erases another's.
@@ -25,6 +26,7 @@ use crate::config::{Config, Endpoint, Headless, HealthChecks};
 enum Source {
     Static,
     Headless,
+    Kubernetes,
 }
 
 #[derive(Debug)]
@@ -67,6 +69,25 @@ pub fn start(config: &Config, backends: Arc<Backends>) -> watch::Receiver<bool> 
             }
             Err(e) => error!(error = %e, "cannot set up DNS discovery"),
         }
+        // Readiness from the API is news on top of DNS; start-up does not wait for it.
+        if config.discovery.kubernetes != KubernetesMode::Off {
+            let settings = KubeSettings {
+                namespace: headless_namespace(config),
+                service: headless_service(config),
+            };
+            let required = config.discovery.kubernetes == KubernetesMode::On;
+            let forward = forwarder(Source::Kubernetes, events.clone());
+            tokio::spawn(async move {
+                match kube::client_if_available().await {
+                    Some(client) => kube::watch_endpoint_slices(client, settings, forward).await,
+                    None if required => error!(
+                        "discovery.kubernetes is on, but neither a service account nor a \
+                         kubeconfig is available; readiness comes from DNS and checks only"
+                    ),
+                    None => {}
+                }
+            });
+        }
     }
 
     let topology = backends.load();
@@ -93,6 +114,14 @@ pub fn start(config: &Config, backends: Arc<Backends>) -> watch::Receiver<bool> 
     }
     tokio::spawn(registry.run(inbox));
     ready_rx
+}
+
+fn headless_service(config: &Config) -> String {
+    dns_settings(config).headless_service
+}
+
+fn headless_namespace(config: &Config) -> String {
+    dns_settings(config).namespace
 }
 
 fn dns_settings(config: &Config) -> DnsSettings {
@@ -620,10 +649,12 @@ fn kubernetes_problem(
             .values()
             .find(|e| ip.is_some_and(|ip| e.addresses.contains(&ip)))
     });
+    // `serving`, not `ready`: with publishNotReadyAddresses (usual for a StatefulSet's
+    // headless Service) every endpoint is ready, and only `serving` follows the probe.
     match endpoint {
         None => Some("not an endpoint of the Service (Kubernetes)".to_owned()),
         Some(e) if e.terminating => Some("terminating (Kubernetes)".to_owned()),
-        Some(e) if !e.ready => Some("not ready (Kubernetes readiness probe)".to_owned()),
+        Some(e) if !e.serving => Some("not ready (Kubernetes readiness probe)".to_owned()),
         Some(_) => None,
     }
 }
