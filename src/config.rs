@@ -695,12 +695,16 @@ fn endpoint(name: Option<String>, address: &str) -> Endpoint {
     }
 }
 
+/// The host (brackets of an IPv6 address removed) and port of `host:port`.
+pub fn split_host_port(address: &str) -> Option<(&str, u16)> {
+    let (host, port) = address.rsplit_once(':')?;
+    let host = host.trim_matches(|c| c == '[' || c == ']');
+    Some((host, port.parse().ok()?)).filter(|(host, _)| !host.is_empty())
+}
+
 /// `host:port`, where host is a name, an IPv4 address or a bracketed IPv6 address.
 fn check_address(at: &str, address: &str, problems: &mut Vec<String>) {
-    let valid = address
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-    if !valid {
+    if split_host_port(address).is_none() {
         problems.push(format!(
             "{at} is '{address}'; expected host:port, for example 127.0.0.1:3306 or mysql-0.mysql:3306"
         ));

@@ -92,17 +92,7 @@ fn discovery_config(cluster: &Cluster) -> Config {
 }
 
 fn config(cluster: &Cluster) -> Config {
-    let replicas: String = cluster
-        .replicas()
-        .iter()
-        .map(|r| {
-            format!(
-                "[[replicas]]\nname = '{}'\naddress = '{}'\n",
-                r.name,
-                r.address()
-            )
-        })
-        .collect();
+    let replicas = replica_tables(cluster);
     parse(&format!(
         "[proxy]\nlisten = '127.0.0.1:0'\nconnect_timeout = '2s'\n{HEALTH}\
          [primary]\nname = 'mysql-0'\naddress = '{}'\n{replicas}\

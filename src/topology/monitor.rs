@@ -215,13 +215,11 @@ fn replication(rows: &[Row]) -> Option<Replication> {
         })
 }
 
-/// `host:port` (host may be a bracketed IPv6 address) into its parts.
+/// The host and port to connect to; addresses are validated `host:port`, so the default
+/// port only covers a bare host.
 fn split_address(address: &str) -> (String, u16) {
-    match address.rsplit_once(':') {
-        Some((host, port)) => (
-            host.trim_matches(|c| c == '[' || c == ']').to_owned(),
-            port.parse().unwrap_or(crate::config::MYSQL_PORT),
-        ),
+    match crate::config::split_host_port(address) {
+        Some((host, port)) => (host.to_owned(), port),
         None => (address.to_owned(), crate::config::MYSQL_PORT),
     }
 }

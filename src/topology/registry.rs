@@ -22,7 +22,7 @@ use crate::config::{Config, Endpoint, Headless, HealthChecks, KubernetesMode};
 
 /// Where an update came from: each source's servers are kept apart, so that one source's
 /// news never erases another's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Source {
     Static,
     Headless,
@@ -71,9 +71,10 @@ pub fn start(config: &Config, backends: Arc<Backends>) -> watch::Receiver<bool> 
         }
         // Readiness from the API is news on top of DNS; start-up does not wait for it.
         if config.discovery.kubernetes != KubernetesMode::Off {
+            let dns = dns_settings(config);
             let settings = KubeSettings {
-                namespace: headless_namespace(config),
-                service: headless_service(config),
+                namespace: dns.namespace,
+                service: dns.headless_service,
             };
             let required = config.discovery.kubernetes == KubernetesMode::On;
             let forward = forwarder(Source::Kubernetes, events.clone());
@@ -114,14 +115,6 @@ pub fn start(config: &Config, backends: Arc<Backends>) -> watch::Receiver<bool> 
     }
     tokio::spawn(registry.run(inbox));
     ready_rx
-}
-
-fn headless_service(config: &Config) -> String {
-    dns_settings(config).headless_service
-}
-
-fn headless_namespace(config: &Config) -> String {
-    dns_settings(config).namespace
 }
 
 fn dns_settings(config: &Config) -> DnsSettings {
@@ -213,11 +206,8 @@ async fn resolve_static(
 }
 
 async fn resolve(resolver: &DnsDiscovery, address: &str) -> Result<Vec<SocketAddr>, String> {
-    let (host, port) = address
-        .rsplit_once(':')
-        .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
+    let (host, port) = crate::config::split_host_port(address)
         .ok_or_else(|| format!("'{address}' is not host:port"))?;
-    let host = host.trim_matches(|c| c == '[' || c == ']');
     resolver
         .resolve_host(host, port)
         .await
@@ -275,19 +265,13 @@ struct Registry {
     /// By name.
     replicas: BTreeMap<String, Tracked>,
     /// Each source's last good list.
-    members: HashMap<SourceKey, Vec<Member>>,
+    members: HashMap<Source, Vec<Member>>,
     /// Every endpoint of the headless Service by hostname, while the API is followed.
     kubernetes: Option<HashMap<String, EndpointReadiness>>,
     events: mpsc::Sender<Event>,
     /// Sources that have not answered yet.
     awaiting: Vec<Source>,
     ready: watch::Sender<bool>,
-}
-
-type SourceKey = u8;
-
-fn key(source: Source) -> SourceKey {
-    source as u8
 }
 
 impl Registry {
@@ -315,8 +299,8 @@ impl Registry {
     fn apply(&mut self, source: Source, update: Update) {
         match update {
             Update::Dns(members) => {
-                if self.members.get(&key(source)) != Some(&members) {
-                    self.members.insert(key(source), members);
+                if self.members.get(&source) != Some(&members) {
+                    self.members.insert(source, members);
                     self.reconcile();
                 }
             }
@@ -343,7 +327,7 @@ impl Registry {
         let mut primary = None;
         let mut replicas: BTreeMap<String, (Member, bool)> = BTreeMap::new();
         for (source, members) in &self.members {
-            let from_headless = *source == key(Source::Headless);
+            let from_headless = *source == Source::Headless;
             for member in members {
                 match member.role {
                     Role::Primary if from_headless == self.primary_from_headless => {

@@ -48,7 +48,20 @@ pub fn proxy_config(cluster: &Cluster, proxy_extra: &str, tail: &str) -> Config 
 /// and replicas (named `mysql-K` like the StatefulSet's pods). `routing` goes into the
 /// `[routing]` table.
 pub fn split_config(cluster: &Cluster, routing: &str) -> Config {
-    let replicas: String = cluster
+    let replicas = replica_tables(cluster);
+    let text = format!(
+        "[proxy]\nlisten = '127.0.0.1:0'\n[routing]\n{routing}\n\
+         [primary]\nname = 'mysql-0'\naddress = '{}'\n{replicas}\
+         [[users]]\nname = '{APP_USER}'\npassword = '{APP_PASSWORD}'\n",
+        cluster.primary().address()
+    );
+    let file: FileConfig = toml::from_str(&text).expect("test config parses");
+    Config::from_file(file, &Overrides::default(), &|_| None).expect("test config is valid")
+}
+
+/// A `[[replicas]]` table for each of `cluster`'s replicas, named `mysql-K` like the pods.
+pub fn replica_tables(cluster: &Cluster) -> String {
+    cluster
         .replicas()
         .iter()
         .map(|r| {
@@ -58,15 +71,7 @@ pub fn split_config(cluster: &Cluster, routing: &str) -> Config {
                 r.address()
             )
         })
-        .collect();
-    let text = format!(
-        "[proxy]\nlisten = '127.0.0.1:0'\n[routing]\n{routing}\n\
-         [primary]\nname = 'mysql-0'\naddress = '{}'\n{replicas}\
-         [[users]]\nname = '{APP_USER}'\npassword = '{APP_PASSWORD}'\n",
-        cluster.primary().address()
-    );
-    let file: FileConfig = toml::from_str(&text).expect("test config parses");
-    Config::from_file(file, &Overrides::default(), &|_| None).expect("test config is valid")
+        .collect()
 }
 
 /// A global status counter of server `k` (`Com_select`, `Com_insert`, ...), read over the
