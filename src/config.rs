@@ -59,6 +59,7 @@ pub struct DiscoverySection {
     pub dns_server: Option<String>,
     pub interval: Option<String>,
     pub kubernetes: Option<String>,
+    pub kubeconfig: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -168,6 +169,9 @@ pub struct Discovery {
     /// How often names are resolved again.
     pub interval: Duration,
     pub kubernetes: KubernetesMode,
+    /// A kubeconfig file to reach the API with, instead of the service account (or
+    /// KUBECONFIG, ~/.kube/config) found by themselves.
+    pub kubeconfig: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -434,12 +438,21 @@ impl Config {
                 KubernetesMode::Auto
             }
         };
+        if let Some(path) = &discovery_section.kubeconfig {
+            if kubernetes == KubernetesMode::Off {
+                problems
+                    .push("discovery.kubeconfig is set but discovery.kubernetes is off".to_owned());
+            } else if let Err(e) = std::fs::metadata(path) {
+                problems.push(format!("discovery.kubeconfig {}: {e}", path.display()));
+            }
+        }
         let discovery = Discovery {
             headless,
             primary_from_headless,
             dns_server,
             interval,
             kubernetes,
+            kubeconfig: discovery_section.kubeconfig,
         };
 
         let routing = Routing {
@@ -864,6 +877,27 @@ mod tests {
             );
         }
         assert_eq!(found.len(), expect.len(), "{found:#?}");
+    }
+
+    #[test]
+    fn a_kubeconfig_must_exist_and_needs_the_api_on() {
+        let users = "[[users]]\nname = 'app'\npassword = 'pw'\n";
+        let missing = format!("[discovery]\nkubeconfig = '/nonexistent/kubeconfig'\n{users}");
+        let found = problems(&missing, &Overrides::default());
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(found[0].starts_with("discovery.kubeconfig /nonexistent/kubeconfig"));
+        let off = format!("[discovery]\nkubernetes = 'off'\nkubeconfig = '/etc/hostname'\n{users}");
+        let found = problems(&off, &Overrides::default());
+        assert_eq!(
+            found,
+            ["discovery.kubeconfig is set but discovery.kubernetes is off"]
+        );
+        let fine = format!("[discovery]\nkubernetes = 'on'\nkubeconfig = '/etc/hostname'\n{users}");
+        let config = Config::from_file(parse(&fine), &Overrides::default(), &env).unwrap();
+        assert_eq!(
+            config.discovery.kubeconfig.as_deref(),
+            Some(std::path::Path::new("/etc/hostname"))
+        );
     }
 
     #[test]

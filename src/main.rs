@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use rwsplit::config::{Config, Overrides};
+use rwsplit::config::{Config, KubernetesMode, Overrides};
 use rwsplit::server::Proxy;
 
 /// A read/write-splitting MySQL proxy. Applications connect to rwsplit as if it were the
@@ -108,6 +108,17 @@ fn main() -> ExitCode {
                 headless.primary_pod,
                 config.discovery.interval
             );
+            let readiness = match (config.discovery.kubernetes, &config.discovery.kubeconfig) {
+                (KubernetesMode::Off, _) => "off".to_owned(),
+                (_, Some(path)) => format!("EndpointSlices, API from {}", path.display()),
+                (KubernetesMode::On, None) => {
+                    "EndpointSlices (service account or kubeconfig required)".to_owned()
+                }
+                (KubernetesMode::Auto, None) => {
+                    "EndpointSlices when a service account or kubeconfig is found".to_owned()
+                }
+            };
+            println!("  readiness: {readiness}");
         }
         match &config.health.monitor {
             Some(monitor) => println!(

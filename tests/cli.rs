@@ -67,12 +67,13 @@ fn mariadb(port: u16, password: &str, args: &[&str]) -> std::process::Output {
 
 /// Runs `rwsplit check` on `config` with the password variable `password_env` set; the
 /// configuration must be valid. Returns the summary it printed.
-fn check_valid(config: &str, password_env: &str) -> String {
-    let out = rwsplit()
-        .args(["check", "--config", config])
-        .env(password_env, "from-a-secret")
-        .output()
-        .unwrap();
+fn check_valid(config: &str, password_envs: &[&str]) -> String {
+    let mut check = rwsplit();
+    check.args(["check", "--config", config]);
+    for name in password_envs {
+        check.env(name, "from-a-secret");
+    }
+    let out = check.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -105,7 +106,7 @@ fn check_accepts_a_good_config_and_explains_a_bad_one() {
          [[users]]\nname = 'app'\npassword_env = 'APP_PASSWORD'\n",
     )
     .unwrap();
-    let stdout = check_valid(good.to_str().unwrap(), "APP_PASSWORD");
+    let stdout = check_valid(good.to_str().unwrap(), &["APP_PASSWORD"]);
     assert!(stdout.contains("configuration is valid"));
     assert!(stdout.contains("127.0.10.2:3306"));
 
@@ -145,12 +146,18 @@ fn check_accepts_a_good_config_and_explains_a_bad_one() {
 #[test]
 fn the_shipped_deploy_config_is_valid() {
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/rwsplit.toml");
-    let stdout = check_valid(config, "RWSPLIT_APP_PASSWORD");
-    assert!(
-        stdout.contains("mysql-0.mysql (mysql-0.mysql:3306)"),
-        "{stdout}"
+    let stdout = check_valid(
+        config,
+        &["RWSPLIT_APP_PASSWORD", "RWSPLIT_MONITOR_PASSWORD"],
     );
-    assert!(stdout.contains("mysql-2.mysql"), "{stdout}");
+    for expected in [
+        "mysql-0.mysql.default.svc.cluster.local",
+        "headless Service mysql.default",
+        "monitor:  user rwsplit_monitor",
+        "readiness: EndpointSlices when",
+    ] {
+        assert!(stdout.contains(expected), "no {expected:?} in {stdout}");
+    }
 }
 
 #[test]

@@ -3,6 +3,8 @@
 //! user sees is what is asserted: sysbench's error and reconnect counts, which server
 //! answered, and when the proxy stopped (and started again) sending reads to a server.
 
+#[path = "support/kube_api.rs"]
+mod kube_api;
 mod support;
 
 use std::net::SocketAddr;
@@ -41,7 +43,7 @@ async fn setup_discovered() -> Setup {
     setup_with(discovery_config).await
 }
 
-async fn setup_with(config: fn(&Cluster) -> Config) -> Setup {
+async fn setup_with(config: impl FnOnce(&Cluster) -> Config) -> Setup {
     let cluster = tokio::task::spawn_blocking(|| Cluster::start(NET, 2).unwrap())
         .await
         .unwrap();
@@ -78,10 +80,15 @@ fn parse(text: &str) -> Config {
 
 /// No server named: the headless Service's records in the cluster's DNS say it all.
 fn discovery_config(cluster: &Cluster) -> Config {
+    discovery_config_with(cluster, "kubernetes = 'off'")
+}
+
+/// `discovery_config` with `kubernetes` settings in the `[discovery]` table.
+fn discovery_config_with(cluster: &Cluster, kubernetes: &str) -> Config {
     parse(&format!(
         "[proxy]\nlisten = '127.0.0.1:0'\nconnect_timeout = '2s'\n{HEALTH}\
          [discovery]\nheadless_service = '{}'\nnamespace = '{}'\ncluster_domain = '{}'\n\
-         dns_server = '{}'\ninterval = '1s'\nkubernetes = 'off'\n\
+         dns_server = '{}'\ninterval = '1s'\n{kubernetes}\n\
          [[users]]\nname = '{APP_USER}'\npassword = '{APP_PASSWORD}'\n\
          [[users]]\nname = '{MONITOR_USER}'\npassword = '{MONITOR_PASSWORD}'\n",
         support::cluster::SERVICE,
@@ -445,8 +452,25 @@ async fn replicas_found_through_dns_come_and_go_with_the_statefulset() {
         format!("mysql-0.{}", support::cluster::service_name()),
         "the primary pod, found through DNS"
     );
-    let load = setup.read_load(30);
+    let load = setup.read_load(35);
     tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // The nameserver fails (SERVFAIL) for three discovery intervals: the last topology
+    // stands, and both replicas keep serving.
+    setup.cluster.dns().set_failing(true);
+    let (one, two) = tokio::join!(
+        setup.reads_during(1, Duration::from_millis(1500)),
+        setup.reads_during(2, Duration::from_millis(1500))
+    );
+    setup.cluster.dns().set_failing(false);
+    assert!(
+        one > 100 && two > 100,
+        "reads while DNS failed: mysql-1 {one}, mysql-2 {two}"
+    );
+    let topology = setup.backends.load();
+    assert_eq!(topology.replicas.len(), 2, "replicas after the DNS outage");
+    assert!(topology.replicas.iter().all(|r| r.eligible()));
+    drop(topology);
 
     // Scale out: a new pod clones the primary, replicates, and appears in DNS.
     let k = tokio::task::block_in_place(|| setup.cluster.add_replica()).unwrap();
@@ -476,6 +500,85 @@ async fn replicas_found_through_dns_come_and_go_with_the_statefulset() {
                 .replicas
                 .iter()
                 .any(|r| r.name().starts_with(&format!("mysql-{k}.")))
+        })
+        .await;
+    assert_clean(&load.await.unwrap());
+}
+
+/// `serving` as the EndpointSlice controller reports a pod whose readiness probe fails
+/// behind a headless Service with publishNotReadyAddresses: still `ready`, not `serving`.
+const PROBE_FAILING: kube_api::Conditions = kube_api::Conditions {
+    ready: true,
+    serving: false,
+    terminating: false,
+};
+
+/// The headless Service's EndpointSlice for the cluster's three pods.
+fn cluster_slice(cluster: &Cluster, conditions: [kube_api::Conditions; 3]) -> serde_json::Value {
+    let pods = (0..3)
+        .map(|k| kube_api::pod_at(k as u32, &cluster.servers[k].ip, conditions[k]))
+        .collect();
+    kube_api::slice("mysql-4kd9w", pods)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_failing_its_readiness_probe_loses_reads_at_once() {
+    use kube_api::{READY, TERMINATING};
+    let _serial = SERIAL.lock().await;
+    let api = kube_api::FakeApi::start().await;
+    let kubeconfig =
+        std::env::temp_dir().join(format!("rwsplit-kubeconfig-{}", std::process::id()));
+    std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
+    let setup = setup_with(|cluster| {
+        api.apply(cluster_slice(cluster, [READY; 3]));
+        discovery_config_with(
+            cluster,
+            &format!("kubernetes = 'on'\nkubeconfig = '{}'", kubeconfig.display()),
+        )
+    })
+    .await;
+    std::fs::remove_file(&kubeconfig).unwrap();
+    assert!(api.lists() >= 1, "the proxy listed the EndpointSlices");
+    let load = setup.read_load(20);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // mysql-1's probe fails: the API says so long before DNS or a failed check would.
+    api.apply(cluster_slice(&setup.cluster, [READY, PROBE_FAILING, READY]));
+    let took = setup
+        .wait_for("mysql-1 to lose reads", 5, |b| !b.replica(1).eligible())
+        .await;
+    note(&format!(
+        "mysql-1 out {took:?} after its endpoint stopped serving"
+    ));
+    assert!(took <= Duration::from_secs(1), "took {took:?}");
+    // Statements already running there finish; no new ones start.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (on_1, on_2) = tokio::join!(
+        setup.reads_during(1, Duration::from_secs(2)),
+        setup.reads_during(2, Duration::from_secs(2))
+    );
+    assert_eq!(on_1, 0, "reads on mysql-1 while not serving");
+    assert!(on_2 > 100, "mysql-2 served {on_2} reads");
+
+    // mysql-1 ready again while mysql-2 is being deleted (terminating, still serving).
+    api.apply(cluster_slice(&setup.cluster, [READY, READY, TERMINATING]));
+    setup
+        .wait_for("mysql-1 back and mysql-2 out", 5, |b| {
+            b.replica(1).eligible() && !b.replica(2).eligible()
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (on_1, on_2) = tokio::join!(
+        setup.reads_during(1, Duration::from_secs(2)),
+        setup.reads_during(2, Duration::from_secs(2))
+    );
+    assert!(on_1 > 100, "mysql-1 served {on_1} reads once ready");
+    assert_eq!(on_2, 0, "reads on the terminating mysql-2");
+
+    api.apply(cluster_slice(&setup.cluster, [READY; 3]));
+    setup
+        .wait_for("both replicas to take reads", 5, |b| {
+            b.replica(1).eligible() && b.replica(2).eligible()
         })
         .await;
     assert_clean(&load.await.unwrap());

@@ -12,16 +12,17 @@
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::IpAddr;
+use std::path::Path;
 use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
-use kube::config::KubeConfigOptions;
+use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Config, ResourceExt};
 use tokio::sync::mpsc::Sender;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::discovery::{EndpointReadiness, Update};
 
@@ -50,19 +51,30 @@ pub struct KubeSettings {
     pub service: String,
 }
 
-/// A client when running in a cluster (service account env/files) or when a kubeconfig is
-/// available (KUBECONFIG or ~/.kube/config); None otherwise (log at debug why).
-pub async fn client_if_available() -> Option<Client> {
-    // In a pod the service account is what the RBAC grants rights to, so it comes first;
-    // a kubeconfig is what a developer running the proxy outside a cluster has.
-    let config = match Config::incluster() {
-        Ok(config) => config,
-        Err(in_cluster) => match Config::from_kubeconfig(&KubeConfigOptions::default()).await {
+/// A client for the API: from `kubeconfig` when one is configured; otherwise when running
+/// in a cluster (service account env/files) or when a kubeconfig is available (KUBECONFIG
+/// or ~/.kube/config); None otherwise (logged at debug, or as an error for a configured
+/// file that cannot be used).
+pub async fn client_if_available(kubeconfig: Option<&Path>) -> Option<Client> {
+    let config = match kubeconfig {
+        Some(path) => match configured(path).await {
             Ok(config) => config,
-            Err(kubeconfig) => {
-                debug!(%in_cluster, %kubeconfig, "no Kubernetes API configured; readiness from the API is off");
+            Err(error) => {
+                error!(path = %path.display(), %error, "cannot use the configured kubeconfig; readiness from the API is off");
                 return None;
             }
+        },
+        // In a pod the service account is what the RBAC grants rights to, so it comes
+        // first; a kubeconfig is what a developer running the proxy outside a cluster has.
+        None => match Config::incluster() {
+            Ok(config) => config,
+            Err(in_cluster) => match Config::from_kubeconfig(&KubeConfigOptions::default()).await {
+                Ok(config) => config,
+                Err(kubeconfig) => {
+                    debug!(%in_cluster, %kubeconfig, "no Kubernetes API configured; readiness from the API is off");
+                    return None;
+                }
+            },
         },
     };
     match client_from_config(config) {
@@ -73,6 +85,11 @@ pub async fn client_if_available() -> Option<Client> {
             None
         }
     }
+}
+
+async fn configured(path: &Path) -> Result<Config, kube::config::KubeconfigError> {
+    let kubeconfig = Kubeconfig::read_from(path)?;
+    Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await
 }
 
 /// The client the watch expects, from a configuration found or made. kube retries

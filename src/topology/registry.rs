@@ -77,11 +77,13 @@ pub fn start(config: &Config, backends: Arc<Backends>) -> watch::Receiver<bool> 
                 service: dns.headless_service,
             };
             let required = config.discovery.kubernetes == KubernetesMode::On;
+            let kubeconfig = config.discovery.kubeconfig.clone();
             let forward = forwarder(Source::Kubernetes, events.clone());
             tokio::spawn(async move {
-                match kube::client_if_available().await {
+                match kube::client_if_available(kubeconfig.as_deref()).await {
                     Some(client) => kube::watch_endpoint_slices(client, settings, forward).await,
-                    None if required => error!(
+                    // A configured kubeconfig that cannot be used was logged already.
+                    None if required && kubeconfig.is_none() => error!(
                         "discovery.kubernetes is on, but neither a service account nor a \
                          kubeconfig is available; readiness comes from DNS and checks only"
                     ),

@@ -8,6 +8,8 @@
 //! open watches, like the real server), make resource versions expire, and take the server
 //! away (connections refused, or a 503/403 for every request).
 
+#![allow(dead_code)]
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -124,6 +126,19 @@ impl FakeApi {
             state,
             acceptor: Mutex::new(Some(acceptor)),
         }
+    }
+
+    /// A kubeconfig that points a client at this server, as `kubectl config view`
+    /// writes one for a cluster reached without credentials.
+    pub fn kubeconfig(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\n\
+             clusters:\n- name: local\n  cluster:\n    server: {}\n\
+             contexts:\n- name: local\n  context:\n    cluster: local\n    user: local\n    namespace: {NAMESPACE}\n\
+             current-context: local\n\
+             users:\n- name: local\n  user: {{}}\n",
+            self.url()
+        )
     }
 
     /// The URL a client is configured with.
@@ -563,9 +578,14 @@ pub const TERMINATING: Conditions = Conditions {
 
 /// The endpoint of StatefulSet pod `mysql-<ordinal>` at 10.244.<ordinal>.17.
 pub fn pod(ordinal: u32, conditions: Conditions) -> Value {
+    pod_at(ordinal, &format!("10.244.{ordinal}.17"), conditions)
+}
+
+/// The endpoint of StatefulSet pod `mysql-<ordinal>` at `address`.
+pub fn pod_at(ordinal: u32, address: &str, conditions: Conditions) -> Value {
     let name = format!("{SERVICE}-{ordinal}");
     json!({
-        "addresses": [format!("10.244.{ordinal}.17")],
+        "addresses": [address],
         "conditions": {
             "ready": conditions.ready,
             "serving": conditions.serving,
