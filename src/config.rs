@@ -16,6 +16,7 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// MySQL 8's default `max_allowed_packet`.
 pub const DEFAULT_MAX_PACKET_SIZE: usize = 64 << 20;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_PACKET_SIZE_LIMIT: usize = 1 << 30;
 pub const DEFAULT_MAX_SESSION_HISTORY: usize = 256;
 pub const DEFAULT_HEADLESS_SERVICE: &str = "mysql";
@@ -45,6 +46,10 @@ pub struct FileConfig {
     pub discovery: DiscoverySection,
     #[serde(default)]
     pub health: HealthSection,
+    #[serde(default)]
+    pub admin: AdminSection,
+    #[serde(default)]
+    pub log: LogSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,6 +87,20 @@ pub struct ProxySection {
     pub max_packet_size: Option<usize>,
     pub connect_timeout: Option<String>,
     pub auth_plugin: Option<String>,
+    pub drain_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    pub format: Option<String>,
+    pub level: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -122,6 +141,8 @@ pub struct Overrides {
     pub monitor_password_env: Option<String>,
     pub check_interval: Option<String>,
     pub max_replication_lag: Option<String>,
+    pub admin_listen: Option<String>,
+    pub log_format: Option<String>,
 }
 
 /// A backend server: a stable name (the pod's DNS name) and where to reach it.
@@ -142,6 +163,11 @@ pub struct User {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: String,
+    /// Where the admin endpoints (metrics, health, status) listen; `None`: nowhere.
+    pub admin_listen: Option<String>,
+    /// How long a shutdown waits for sessions to finish their statements and transactions.
+    pub drain_timeout: Duration,
+    pub log: LogSettings,
     pub max_connections: usize,
     pub max_packet_size: usize,
     pub connect_timeout: Duration,
@@ -195,6 +221,21 @@ impl Headless {
             self.primary_pod, self.service, self.namespace, self.cluster_domain
         )
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A `tracing` filter (`info`, `rwsplit=debug,warn`); `RUST_LOG` takes precedence.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per event, for log collectors.
+    Json,
 }
 
 /// Whether readiness comes from the Kubernetes API.
@@ -496,11 +537,42 @@ impl Config {
 
         let health = health_checks(file.health, overrides, &users, env, &mut problems);
 
+        let admin_listen = overrides.admin_listen.clone().or(file.admin.listen);
+        if let Some(address) = &admin_listen {
+            check_address("admin.listen", address, &mut problems);
+        }
+        let drain_timeout = duration_setting(
+            "proxy.drain_timeout",
+            proxy.drain_timeout.as_deref(),
+            DEFAULT_DRAIN_TIMEOUT,
+            &mut problems,
+        );
+        let format = match overrides
+            .log_format
+            .as_deref()
+            .or(file.log.format.as_deref())
+        {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                problems.push(format!("log.format is '{other}'; expected text or json"));
+                LogFormat::Text
+            }
+        };
+        let level = file.log.level.unwrap_or_else(|| "info".to_owned());
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&level) {
+            problems.push(format!("log.level is '{level}': {e}"));
+        }
+        let log = LogSettings { format, level };
+
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems));
         }
         Ok(Config {
             listen,
+            admin_listen,
+            drain_timeout,
+            log,
             max_connections,
             max_packet_size,
             connect_timeout,

@@ -2,10 +2,12 @@
 //! traffic to backend servers unchanged.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod auth;
 pub mod backend;
 pub mod classify;
 pub mod config;
+pub mod metrics;
 pub mod protocol;
 pub mod router;
 pub mod server;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use rwsplit::config::{Config, KubernetesMode, Overrides};
+use rwsplit::config::{Config, KubernetesMode, LogFormat, LogSettings, Overrides};
 use rwsplit::server::Proxy;
 
 /// A read/write-splitting MySQL proxy. Applications connect to rwsplit as if it were the
@@ -59,6 +59,12 @@ struct Cli {
     /// Replicas further behind than this get no reads, e.g. 10s [default: 10s]
     #[arg(long, global = true, value_name = "DURATION")]
     max_replication_lag: Option<String>,
+    /// Serve /metrics, /healthz, /readyz and /status here, e.g. 0.0.0.0:9090 [default: off]
+    #[arg(long, global = true, value_name = "HOST:PORT")]
+    admin_listen: Option<String>,
+    /// Log lines as text or json [default: text]
+    #[arg(long, global = true, value_name = "FORMAT")]
+    log_format: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -81,6 +87,8 @@ fn main() -> ExitCode {
         monitor_password_env: cli.monitor_password_env,
         check_interval: cli.check_interval,
         max_replication_lag: cli.max_replication_lag,
+        admin_listen: cli.admin_listen,
+        log_format: cli.log_format,
     };
     let config = match Config::load(cli.config.as_deref(), &overrides) {
         Ok(config) => config,
@@ -139,11 +147,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    init_logs(&config.log);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -159,6 +163,24 @@ fn main() -> ExitCode {
         proxy.serve(shutdown_signal()).await;
         ExitCode::SUCCESS
     })
+}
+
+/// `RUST_LOG`, when set, overrides the configured level.
+fn init_logs(settings: &LogSettings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.level));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match settings.format {
+        LogFormat::Text => logs.init(),
+        // The session span (conn_id, user, peer) goes with every event, flattened into
+        // the object so collectors can index it.
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 async fn shutdown_signal() {

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -12,6 +12,7 @@ use tracing::{info, warn};
 
 use crate::backend::BackendConn;
 use crate::config::Config;
+use crate::metrics::{Metrics, Rejection};
 use crate::protocol::codes::SqlError;
 use crate::protocol::handshake::ServerIdentity;
 use crate::protocol::packet::encode_packet;
@@ -25,6 +26,9 @@ pub struct Shared {
     pub config: Config,
     /// The backends and the balancer's state.
     pub backends: Arc<Backends>,
+    pub metrics: Arc<Metrics>,
+    /// Shutting down: no new clients; `/readyz` says so.
+    pub draining: AtomicBool,
     /// What the greeting says the server is: learned from the backends' own greetings.
     identity: RwLock<Option<ServerIdentity>>,
     next_connection_id: AtomicU32,
@@ -34,6 +38,8 @@ impl Shared {
     pub fn new(config: Config) -> Self {
         Self {
             backends: Arc::new(Backends::from_config(&config)),
+            metrics: Arc::new(Metrics::new()),
+            draining: AtomicBool::new(false),
             config,
             identity: RwLock::new(None),
             next_connection_id: AtomicU32::new(1),
@@ -87,16 +93,31 @@ impl Shared {
 /// A bound proxy, ready to serve.
 pub struct Proxy {
     listener: TcpListener,
+    admin: Option<TcpListener>,
     shared: Arc<Shared>,
 }
 
 impl Proxy {
+    /// Binds the client port and, when configured, the admin port: a port that is taken
+    /// fails start-up rather than leaving the proxy without probes or metrics.
     pub async fn bind(config: Config) -> std::io::Result<Self> {
         let listener = TcpListener::bind(&config.listen).await?;
+        let admin = match &config.admin_listen {
+            Some(address) => Some(TcpListener::bind(address).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("admin.listen {address}: {e}"))
+            })?),
+            None => None,
+        };
         Ok(Self {
             listener,
+            admin,
             shared: Arc::new(Shared::new(config)),
         })
+    }
+
+    /// Where the admin endpoints listen, when they do.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|a| a.local_addr().ok())
     }
 
     /// The backends as the proxy sees them (for embedding and tests).
@@ -110,8 +131,19 @@ impl Proxy {
 
     /// Accepts clients until `shutdown` completes.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
-        let Proxy { listener, shared } = self;
-        let mut discovered = registry::start(&shared.config, shared.backends.clone());
+        let Proxy {
+            listener,
+            admin,
+            shared,
+        } = self;
+        // Up before discovery's first round: the kubelet asks /healthz from the start.
+        let _admin = admin
+            .map(|admin| AbortOnDrop(tokio::spawn(crate::admin::serve(admin, shared.clone()))));
+        let mut discovered = registry::start(
+            &shared.config,
+            shared.backends.clone(),
+            shared.metrics.clone(),
+        );
         // Clients that arrive before the servers are known would all land on the primary
         // (or fail, if only discovery can name it); a first round takes milliseconds.
         let first_round = discovered.wait_for(|done| *done);
@@ -147,9 +179,11 @@ impl Proxy {
             };
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 warn!(%peer, "too many connections; client refused");
+                shared.metrics.rejected(Rejection::MaxConnections);
                 tokio::spawn(refuse(stream, SqlError::too_many_connections()));
                 continue;
             };
+            shared.metrics.client_connections_accepted.inc();
             let id = shared.connection_id();
             let shared = shared.clone();
             tokio::spawn(async move {
@@ -158,6 +192,15 @@ impl Proxy {
             });
         }
         info!("stopped accepting clients");
+    }
+}
+
+/// Stops a background task when its owner goes.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -29,6 +29,8 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 struct Setup {
     cluster: Cluster,
     addr: SocketAddr,
+    /// The admin endpoints.
+    admin: SocketAddr,
     backends: Arc<Backends>,
 }
 
@@ -47,7 +49,13 @@ async fn setup_with(config: impl FnOnce(&Cluster) -> Config) -> Setup {
     let cluster = tokio::task::spawn_blocking(|| Cluster::start(NET, 2).unwrap())
         .await
         .unwrap();
-    let (addr, backends) = start_proxy_with_backends(config(&cluster)).await;
+    let (started, _) = start_proxy_until(config(&cluster), std::future::pending()).await;
+    let Started {
+        addr,
+        admin,
+        backends,
+    } = started;
+    let admin = admin.expect("the admin port is configured");
     let (ok, report) = support::sysbench::run(addr, "oltp_read_only", "prepare", TABLES).await;
     assert!(ok, "prepare:\n{report}");
     cluster
@@ -56,6 +64,7 @@ async fn setup_with(config: impl FnOnce(&Cluster) -> Config) -> Setup {
     let setup = Setup {
         cluster,
         addr,
+        admin,
         backends,
     };
     for k in 1..=2 {
@@ -70,7 +79,8 @@ async fn setup_with(config: impl FnOnce(&Cluster) -> Config) -> Setup {
 
 const TABLES: &[&str] = &["--tables=2", "--table-size=5000"];
 
-const HEALTH: &str = "[health]\nmonitor_user = 'monitor'\ncheck_interval = '300ms'\n\
+const HEALTH: &str = "[admin]\nlisten = '127.0.0.1:0'\n\
+                      [health]\nmonitor_user = 'monitor'\ncheck_interval = '300ms'\n\
                       check_timeout = '1s'\nmax_replication_lag = '2s'\nrise = 2\n";
 
 fn parse(text: &str) -> Config {
@@ -170,6 +180,13 @@ impl Setup {
         })
     }
 
+    /// The proxy's `/status`.
+    async fn status(&self) -> serde_json::Value {
+        let (code, body) = http_get(self.admin, "/status").await;
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).expect("JSON")
+    }
+
     /// Reads by the application on server `k` (the server's own user statistics).
     fn app_reads(&self, k: usize) -> u64 {
         app_commands(&self.cluster, k).selects
@@ -214,6 +231,28 @@ async fn a_killed_replica_is_left_out_and_taken_back() {
     note(&format!("killed replica left out after {took:?}"));
     let on_other = setup.reads_during(2, Duration::from_secs(3)).await;
     assert!(on_other > 100, "mysql-2 served {on_other} reads meanwhile");
+    // What an operator sees meanwhile.
+    let status = setup.status().await;
+    let killed = &status["replicas"][0];
+    assert_eq!(killed["name"], "mysql-1");
+    assert_eq!(killed["state"], "down", "{status:#}");
+    assert_eq!(killed["up"], false);
+    assert!(
+        killed["why_not"].as_str().unwrap().contains("unreachable"),
+        "{killed:#}"
+    );
+    assert!(killed["check_error"].is_string(), "{killed:#}");
+    assert_eq!(status["replicas"][1]["state"], "eligible");
+    assert_eq!(status["ready"], true, "the primary and mysql-2 serve");
+    let metrics = scrape(setup.admin).await;
+    let of = |name: &str, k: &str| sample(&metrics, name, &[("backend", k)]);
+    assert_eq!(of("rwsplit_backend_up", "mysql-1"), 0.0);
+    assert_eq!(of("rwsplit_backend_eligible", "mysql-1"), 0.0);
+    assert_eq!(of("rwsplit_backend_up", "mysql-2"), 1.0);
+    assert!(
+        sample(&metrics, "rwsplit_retries_total", &[]) > 0.0,
+        "reads the killed replica failed were retried"
+    );
 
     setup.cluster.start_server(1).unwrap();
     let took = setup
@@ -347,6 +386,19 @@ async fn a_lagging_replica_gets_no_reads_until_it_catches_up() {
     );
     let on_lagging = setup.reads_during(1, Duration::from_secs(3)).await;
     assert_eq!(on_lagging, 0, "the lagging replica served reads");
+    let status = setup.status().await;
+    let lagging = &status["replicas"][0];
+    assert_eq!(lagging["state"], "excluded", "{status:#}");
+    assert_eq!(lagging["up"], true);
+    let lag = lagging["replication_lag_seconds"].as_u64().unwrap();
+    assert!(lag > MAX_LAG_SECS, "{lagging:#}");
+    let why = lagging["why_not"].as_str().unwrap();
+    assert!(why.contains("replication lag"), "{why}");
+    let metrics = scrape(setup.admin).await;
+    let of = |name: &str| sample(&metrics, name, &[("backend", "mysql-1")]);
+    assert!(of("rwsplit_backend_replication_lag_seconds") > MAX_LAG_SECS as f64);
+    assert_eq!(of("rwsplit_backend_eligible"), 0.0);
+    assert_eq!(of("rwsplit_backend_up"), 1.0);
 
     setup.cluster.set_replication_delay(1, 0).unwrap();
     setup
@@ -408,6 +460,12 @@ async fn with_the_primary_down_reads_go_on_and_writes_fail_clearly_until_it_is_b
     assert_eq!(count, 1);
     let err = server_error(late.query_drop("DELETE FROM notes").await);
     assert_eq!(err.code, 1429, "{err:?}");
+    // The proxy still serves reads, so it stays in the Service; the status says why
+    // writes fail.
+    assert_eq!(http_get(setup.admin, "/readyz").await.0, 200);
+    let status = setup.status().await;
+    assert_eq!(status["primary"]["state"], "down", "{status:#}");
+    assert!(status["primary"]["check_error"].is_string());
 
     setup.cluster.start_server(0).unwrap();
     let back = Instant::now();

@@ -58,6 +58,8 @@ pub struct BackendConn {
     /// Fires when the health checks find the server not answering: a wait for an answer
     /// that may still be abandoned then ends with an error instead of hanging.
     abandon: Option<tokio::sync::watch::Receiver<u64>>,
+    /// Counts this connection among its backend's open ones while it lives.
+    counted: Option<crate::topology::OpenConnection>,
 }
 
 /// A fresh, logged-in backend connection and what its handshake told.
@@ -89,6 +91,11 @@ impl From<std::io::Error> for BackendError {
 }
 
 impl BackendConn {
+    /// Keeps `count` (the backend's open-connection count) for as long as this lives.
+    pub fn count_as(&mut self, count: crate::topology::OpenConnection) {
+        self.counted = Some(count);
+    }
+
     /// Gives up waiting on this connection when `signal` changes (see `abandon`).
     pub fn abandon_when(&mut self, mut signal: tokio::sync::watch::Receiver<u64>) {
         signal.mark_unchanged();
@@ -190,6 +197,7 @@ impl BackendConn {
                         capabilities: login.capabilities,
                         connection_id: handshake.connection_id(),
                         abandon: None,
+                        counted: None,
                     };
                     return Ok(Connected {
                         conn,

@@ -49,7 +49,8 @@ impl Connections {
     }
 
     /// Takes a fresh connection to the primary.
-    pub fn set_primary(&mut self, backend: Arc<Backend>, conn: BackendConn) {
+    pub fn set_primary(&mut self, backend: Arc<Backend>, mut conn: BackendConn) {
+        conn.count_as(backend.open_connection());
         self.primary_down_seen = backend.down_count();
         self.primary_backend = backend;
         self.primary = Some(conn);
@@ -58,6 +59,7 @@ impl Connections {
     /// Takes a fresh replica connection, which has replayed nothing yet.
     pub fn add_replica(&mut self, backend: Arc<Backend>, mut conn: BackendConn) {
         conn.abandon_when(backend.down_signal());
+        conn.count_as(backend.open_connection());
         self.replicas.push(ReplicaConn {
             backend,
             conn,

@@ -18,6 +18,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::backend::{BackendError, RelayError, RelayFailure};
+use crate::metrics::{self, CommandKind};
 use crate::protocol::codes::{self as codes, SqlError};
 use crate::protocol::handshake::BackendLogin;
 use crate::protocol::packet::{PacketError, PacketReader, PacketWriter};
@@ -64,12 +65,51 @@ pub struct Session {
     /// What the session set up that routing depends on.
     state: SessionState,
     statements: Statements,
+    /// What the command being served was and where it ran, for the metrics.
+    command: CommandRecord,
+}
+
+/// A client command as the metrics count it.
+#[derive(Debug, Clone, Copy)]
+struct CommandRecord {
+    kind: CommandKind,
+    /// The router sent it to the replicas (so the primary answering it is a fallback).
+    for_replica: bool,
+    /// The backend that ran it last; `None` when the proxy answered it itself.
+    ran_on: Option<u32>,
+}
+
+impl Default for CommandRecord {
+    fn default() -> Self {
+        Self {
+            kind: CommandKind::Command,
+            for_replica: false,
+            ran_on: None,
+        }
+    }
+}
+
+/// Counts a client connection as open for as long as it lives.
+struct Connected(Arc<Shared>);
+
+impl Connected {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.metrics.client_connections.inc();
+        Self(shared.clone())
+    }
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        self.0.metrics.client_connections.dec();
+    }
 }
 
 /// Serves one client until it leaves or the connection fails.
 pub async fn run(stream: TcpStream, peer: SocketAddr, id: u32, shared: Arc<Shared>) {
     let span = info_span!("session", conn_id = id, %peer, user = tracing::field::Empty);
     async move {
+        let _connected = Connected::new(&shared);
         let _ = stream.set_nodelay(true);
         let (read, write) = stream.into_split();
         let history_limit = shared.config.routing.max_session_history;
@@ -84,10 +124,11 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, id: u32, shared: Arc<Share
             login: None,
             state: SessionState::new(0, history_limit),
             statements: Statements::default(),
+            command: CommandRecord::default(),
         };
         match session.serve().await {
             Ok(()) | Err(SessionError::ClientClosed) => debug!("session ended"),
-            Err(SessionError::AuthFailed(_)) => {}
+            Err(SessionError::AuthFailed(_)) => session.shared.metrics.auth_failures.inc(),
             Err(e) => warn!(error = %e, "session ended"),
         }
     }
@@ -128,6 +169,8 @@ impl Session {
             if self.state.pinned && !conns.replicas.is_empty() {
                 self.release_replicas(conns).await;
             }
+            let started = std::time::Instant::now();
+            self.command = CommandRecord::default();
             match command {
                 codes::COM_QUIT => return Ok(()),
                 codes::COM_QUERY => self.query(conns, packet).await?,
@@ -180,7 +223,27 @@ impl Session {
                         .await?;
                 }
             }
+            // Commands without an answer are no statements to count or time.
+            if !matches!(
+                command,
+                codes::COM_STMT_CLOSE | codes::COM_STMT_SEND_LONG_DATA
+            ) {
+                self.count_command(conns, started);
+            }
         }
+    }
+
+    fn count_command(&self, conns: &Connections, started: std::time::Instant) {
+        let record = self.command;
+        let route = match record.ran_on {
+            None => metrics::Route::Proxy,
+            Some(id) if id != conns.primary_id() => metrics::Route::Replica,
+            Some(_) if record.for_replica => metrics::Route::Fallback,
+            Some(_) => metrics::Route::Primary,
+        };
+        self.shared
+            .metrics
+            .command(route, record.kind, started.elapsed());
     }
 
     /// A session pinned to the primary has no more use for its replica connections.

@@ -39,6 +39,8 @@ impl Session {
     ) -> Result<(), SessionError> {
         let class = classify(&packet.payload[1..]);
         let (route, _) = router::route(&class, &self.state.view());
+        self.command.kind = crate::metrics::CommandKind::Prepare;
+        self.command.for_replica = route == Route::Replica;
         let command = Command::new(&packet, ResponseKind::Prepare);
         let Some(target) = self.resolve(conns, route, command.reply_seq()).await? else {
             return Ok(());
@@ -47,6 +49,7 @@ impl Session {
         if target != conns.primary_id()
             && let Some(ok) = self.prepare_on_replica(conns, target, &packet, id).await?
         {
+            self.command.ran_on = Some(target);
             self.prepared(&packet, class, target, id, ok);
             return Ok(());
         }
@@ -74,6 +77,7 @@ impl Session {
     ) -> Result<Option<PrepareOk>, SessionError> {
         let (backend, conn) = conns.get_mut(target).expect("routed to an open connection");
         let _in_flight = backend.start_request();
+        backend.count_statement();
         match conn
             .run_internal(&packet.payload, ResponseKind::Prepare)
             .await
@@ -138,6 +142,8 @@ impl Session {
         } else {
             router::route(&class, &self.state.view()).0
         };
+        self.command.kind = crate::metrics::CommandKind::of(&class);
+        self.command.for_replica = route == Route::Replica;
         let Some(mut target) = self.resolve(conns, route, reply_seq).await? else {
             return Ok(());
         };

@@ -17,12 +17,14 @@ use super::state::{SessionEffect, query_effect};
 use super::{Session, SessionError};
 use crate::backend::{BackendError, RelayError, RelayFailure, RelayOutcome};
 use crate::classify::{Kind, Statement, classify};
+use crate::metrics::CommandKind;
 use crate::protocol::codes::SqlError;
 use crate::protocol::handshake::ok_status_flags;
 use crate::protocol::packet::Packet;
 use crate::protocol::response::ResponseKind;
 use crate::router::{self, Route};
 use crate::topology::Backend;
+use crate::topology::ErrorKind;
 
 /// Login refusals that concern the user, not the server: ER_DBACCESS_DENIED_ERROR,
 /// ER_ACCESS_DENIED_ERROR, ER_ACCESS_DENIED_NO_PASSWORD_ERROR, ER_ACCOUNT_HAS_BEEN_LOCKED.
@@ -75,6 +77,8 @@ impl Session {
     ) -> Result<(), SessionError> {
         let statement = classify(&packet.payload[1..]);
         let (route, reason) = router::route(&statement, &self.state.view());
+        self.command.kind = CommandKind::of(&statement);
+        self.command.for_replica = route == Route::Replica;
         let command = Command::new(&packet, ResponseKind::Query);
         let Some(mut target) = self.resolve(conns, route, command.reply_seq()).await? else {
             return Ok(());
@@ -415,8 +419,15 @@ impl Session {
         client_statement_id: Option<u32>,
     ) -> Result<Ran, SessionError> {
         let is_primary = target == conns.primary_id();
+        let metrics = self.shared.metrics.clone();
         let (backend, conn) = conns.get_mut(target).expect("routed to an open connection");
         let _in_flight = backend.start_request();
+        backend.count_statement();
+        let backend = backend.clone();
+        self.command.ran_on = Some(target);
+        metrics
+            .bytes_to_backends
+            .inc_by(command.payload.len() as u64);
         let name = backend.endpoint.name.clone();
         let result = match conn.send_command(command.payload).await {
             Ok(_) => {
@@ -436,13 +447,23 @@ impl Session {
             }),
         };
         let failure = match result {
-            Ok(outcome) => return Ok(Ran::Done(outcome)),
+            Ok(outcome) => {
+                metrics.bytes_to_client.inc_by(outcome.bytes);
+                if outcome.error {
+                    backend.count_error(ErrorKind::Query);
+                }
+                return Ok(Ran::Done(outcome));
+            }
             Err(failure) => failure,
         };
+        metrics.bytes_to_client.inc_by(failure.bytes);
         let client_side = matches!(
             failure.error,
             RelayError::Client(_) | RelayError::ClientProtocol(_)
         );
+        if !client_side {
+            backend.count_error(ErrorKind::Lost);
+        }
         // A statement the primary was running may have been applied: it is never run
         // again, and the client sees what a direct connection shows, an error and the end.
         if is_primary || client_side {
@@ -451,6 +472,7 @@ impl Session {
         warn!(backend = %name, error = %failure, "replica failed during a read");
         self.drop_replica(conns, target);
         if failure.bytes == 0 {
+            metrics.retries.inc();
             return Ok(Ran::Retry);
         }
         match failure.error_seq {

@@ -11,6 +11,15 @@ pub enum Role {
     Replica,
 }
 
+impl Role {
+    pub fn label(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Replica => "replica",
+        }
+    }
+}
+
 /// One server as discovery found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {

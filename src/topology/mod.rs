@@ -4,8 +4,8 @@
 //! often (requests in flight, eligibility, the connect breaker) are atomics on the shared
 //! per-backend state, so the statement path never takes a lock.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -26,6 +26,50 @@ pub use discovery::Role;
 /// in a row doubles it, up to `MAX_CONNECT_BACKOFF`. A passed health check ends it early.
 pub const CONNECT_FAILURE_BACKOFF: Duration = Duration::from_secs(1);
 pub const MAX_CONNECT_BACKOFF: Duration = Duration::from_secs(10);
+
+/// A kind of failure with a backend, as counted per backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A connection attempt failed.
+    Connect,
+    /// A connection failed during a command.
+    Lost,
+    /// The server answered a command with an error.
+    Query,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 3] = [ErrorKind::Connect, ErrorKind::Lost, ErrorKind::Query];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorKind::Connect => "connect",
+            ErrorKind::Lost => "lost",
+            ErrorKind::Query => "query",
+        }
+    }
+}
+
+/// What the registry last learned about a backend: for `/status` and the metrics, never read
+/// on the statement path.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    /// The last health check reached the server; `None` before the first check, or
+    /// without health checks.
+    pub up: Option<bool>,
+    /// Why the last check failed.
+    pub check_error: Option<String>,
+    pub read_only: Option<bool>,
+    /// Replication as the last check saw it (replicas).
+    pub io_running: Option<bool>,
+    pub sql_running: Option<bool>,
+    pub lag: Option<Duration>,
+    pub replication_error: Option<String>,
+    /// Why a replica takes no reads; `None` when it does (and for the primary).
+    pub why_not: Option<String>,
+    /// When the last check ended.
+    pub checked_at: Option<Instant>,
+}
 
 /// One backend server, shared by every session that talks to it.
 #[derive(Debug)]
@@ -50,6 +94,13 @@ pub struct Backend {
     /// to it check that connection before using it again.
     down: watch::Sender<u64>,
     epoch: Instant,
+    /// Client commands sent here.
+    statements: AtomicU64,
+    /// By `ErrorKind`.
+    errors: [AtomicU64; 3],
+    /// Sessions' connections open to it.
+    connections: AtomicU32,
+    observed: Mutex<Observed>,
 }
 
 impl Backend {
@@ -65,7 +116,55 @@ impl Backend {
             connect_failures: AtomicU32::new(0),
             down: watch::Sender::new(0),
             epoch: Instant::now(),
+            statements: AtomicU64::new(0),
+            errors: Default::default(),
+            connections: AtomicU32::new(0),
+            observed: Mutex::new(Observed {
+                why_not: (!eligible && role == Role::Replica).then(|| "not checked yet".into()),
+                ..Observed::default()
+            }),
         }
+    }
+
+    pub fn count_statement(&self) {
+        self.statements.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn statements(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+
+    pub fn count_error(&self, kind: ErrorKind) {
+        self.errors[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn errors(&self, kind: ErrorKind) -> u64 {
+        self.errors[kind as usize].load(Ordering::Relaxed)
+    }
+
+    /// Counts a session's connection as open until the guard is dropped.
+    pub fn open_connection(self: &Arc<Self>) -> OpenConnection {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(self.clone())
+    }
+
+    pub fn connections(&self) -> u32 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// What the registry last learned (a copy).
+    pub fn observed(&self) -> Observed {
+        self.observe().clone()
+    }
+
+    pub(crate) fn observe(&self) -> MutexGuard<'_, Observed> {
+        self.observed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reachable as far as the proxy knows: the last health check passed, or without
+    /// checks, connection attempts are not failing.
+    pub fn up(&self) -> bool {
+        self.observe().up.unwrap_or_else(|| self.available())
     }
 
     /// Whether reads may go here (replicas only; the registry keeps it current).
@@ -119,6 +218,7 @@ impl Backend {
     /// with each failure in a row), so that a dead server costs a failed attempt now and
     /// then, not one per statement, and statements for it fail at once meanwhile.
     pub fn connect_failed(&self) {
+        self.count_error(ErrorKind::Connect);
         let failures = self.connect_failures.fetch_add(1, Ordering::Relaxed);
         let backoff = CONNECT_FAILURE_BACKOFF * 2u32.pow(failures.min(8));
         let until = self.epoch.elapsed() + backoff.min(MAX_CONNECT_BACKOFF);
@@ -160,6 +260,16 @@ impl Drop for InFlight {
     }
 }
 
+/// Marks one session connection open; dropping it closes it in the count.
+#[derive(Debug)]
+pub struct OpenConnection(Arc<Backend>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The backends as they stand.
 #[derive(Debug)]
 pub struct Topology {
@@ -168,8 +278,18 @@ pub struct Topology {
     pub replicas: Vec<Arc<Backend>>,
 }
 
+/// How a discovery source's last round went.
+#[derive(Debug, Clone)]
+pub struct SourceState {
+    /// The last round's error; `None` when it succeeded.
+    pub error: Option<String>,
+    pub at: Instant,
+}
+
 /// The current topology and the balancer's shared state.
 pub struct Backends {
+    /// Discovery sources by name, as they last reported.
+    sources: Mutex<std::collections::BTreeMap<&'static str, SourceState>>,
     current: ArcSwap<Topology>,
     /// Where the next tie-break starts, so equally loaded replicas take turns.
     next: AtomicUsize,
@@ -206,12 +326,30 @@ impl Backends {
 
     fn new(topology: Topology, next_id: u32) -> Self {
         Self {
+            sources: Mutex::default(),
             current: ArcSwap::from_pointee(topology),
             next: AtomicUsize::new(0),
             fallbacks: AtomicU64::new(0),
             no_replica: AtomicBool::new(false),
             next_id: AtomicU32::new(next_id),
         }
+    }
+
+    pub(crate) fn source_reported(&self, source: &'static str, error: Option<String>) {
+        let state = SourceState {
+            error,
+            at: Instant::now(),
+        };
+        self.sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(source, state);
+    }
+
+    /// Each discovery source's last round.
+    pub fn sources(&self) -> Vec<(&'static str, SourceState)> {
+        let sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        sources.iter().map(|(k, v)| (*k, v.clone())).collect()
     }
 
     /// An id no backend has had.

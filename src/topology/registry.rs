@@ -19,6 +19,7 @@ use super::kube::{self, KubeSettings};
 use super::monitor::{self, Health, MonitorSettings, Report};
 use super::{Backend, Backends, Topology};
 use crate::config::{Config, Endpoint, Headless, HealthChecks, KubernetesMode};
+use crate::metrics::{DiscoverySource, Metrics};
 
 /// Where an update came from: each source's servers are kept apart, so that one source's
 /// news never erases another's.
@@ -27,6 +28,16 @@ enum Source {
     Static,
     Headless,
     Kubernetes,
+}
+
+impl Source {
+    fn metric(self) -> DiscoverySource {
+        match self {
+            Source::Static => DiscoverySource::ConfiguredDns,
+            Source::Headless => DiscoverySource::HeadlessDns,
+            Source::Kubernetes => DiscoverySource::Kubernetes,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -38,7 +49,11 @@ enum Event {
 /// Starts discovery, the monitor and the registry in the background. The returned
 /// receiver turns `true` once every discovery source has answered once (or failed), so
 /// that the proxy can wait for a first topology before taking clients.
-pub fn start(config: &Config, backends: Arc<Backends>) -> watch::Receiver<bool> {
+pub fn start(
+    config: &Config,
+    backends: Arc<Backends>,
+    metrics: Arc<Metrics>,
+) -> watch::Receiver<bool> {
     let (events, inbox) = mpsc::channel(256);
     let (ready_tx, ready_rx) = watch::channel(false);
     let mut sources = Vec::new();
@@ -96,6 +111,7 @@ pub fn start(config: &Config, backends: Arc<Backends>) -> watch::Receiver<bool> 
     let topology = backends.load();
     let mut registry = Registry {
         backends: backends.clone(),
+        metrics,
         health: config.health.clone(),
         primary_from_headless: config.discovery.primary_from_headless,
         primary: Tracked::new(topology.primary.clone(), false),
@@ -228,8 +244,6 @@ struct Tracked {
     passes: u32,
     /// It failed a check and has not yet passed `rise` in a row since.
     recovering: bool,
-    /// Why it takes no reads; `None` when it does.
-    why_not: Option<String>,
     /// When a check last saw the replication IO thread running.
     io_last_running: Option<std::time::Instant>,
 }
@@ -238,7 +252,6 @@ impl Tracked {
     fn new(backend: Arc<Backend>, from_headless: bool) -> Self {
         let hostname = backend.name().to_owned();
         Self {
-            why_not: (!backend.eligible()).then(|| "not checked yet".to_owned()),
             backend,
             from_headless,
             hostname,
@@ -261,6 +274,7 @@ impl Drop for Tracked {
 
 struct Registry {
     backends: Arc<Backends>,
+    metrics: Arc<Metrics>,
     health: HealthChecks,
     primary_from_headless: bool,
     primary: Tracked,
@@ -299,6 +313,14 @@ impl Registry {
     }
 
     fn apply(&mut self, source: Source, update: Update) {
+        let failure = match &update {
+            Update::DnsFailed(reason) | Update::KubernetesUnavailable(reason) => Some(reason),
+            Update::Dns(_) | Update::Kubernetes(_) => None,
+        };
+        self.metrics
+            .discovery_update(source.metric(), failure.is_some());
+        self.backends
+            .source_reported(source.metric().label(), failure.cloned());
         match update {
             Update::Dns(members) => {
                 if self.members.get(&source) != Some(&members) {
@@ -506,6 +528,7 @@ impl Registry {
                 tracked.recovering = true;
             }
         }
+        record(&backend, &health);
         tracked.health = Some(health);
     }
 
@@ -554,8 +577,24 @@ impl Registry {
                     Some(reason) => warn!(replica = %name, %reason, "replica takes no reads"),
                 }
             }
-            tracked.why_not = why_not;
+            tracked.backend.observe().why_not = why_not;
         }
+    }
+}
+
+/// Copies what a check found to the backend, for `/status` and the metrics.
+fn record(backend: &Backend, health: &Health) {
+    let mut observed = backend.observe();
+    observed.up = Some(health.reachable());
+    observed.check_error = health.failure.clone();
+    observed.checked_at = Some(std::time::Instant::now());
+    if health.reachable() {
+        observed.read_only = Some(health.read_only);
+        let replication = health.replication.as_ref();
+        observed.io_running = replication.map(|r| r.io_running);
+        observed.sql_running = replication.map(|r| r.sql_running);
+        observed.lag = replication.and_then(|r| r.lag);
+        observed.replication_error = replication.and_then(|r| r.last_error.clone());
     }
 }
 

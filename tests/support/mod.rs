@@ -138,6 +138,76 @@ pub fn init_logs() {
         .try_init();
 }
 
+/// A proxy running on the current runtime.
+pub struct Started {
+    pub addr: SocketAddr,
+    /// The admin endpoints, when the config has `[admin] listen`.
+    pub admin: Option<SocketAddr>,
+    pub backends: std::sync::Arc<rwsplit::topology::Backends>,
+}
+
+/// Starts a proxy that serves until `shutdown` completes or the runtime ends.
+pub async fn start_proxy_until(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> (Started, tokio::task::JoinHandle<()>) {
+    init_logs();
+    let proxy = Proxy::bind(config).await.expect("bind proxy");
+    let started = Started {
+        addr: proxy.local_addr().unwrap(),
+        admin: proxy.admin_addr(),
+        backends: proxy.backends(),
+    };
+    (started, tokio::spawn(proxy.serve(shutdown)))
+}
+
+/// An HTTP GET to the admin port: the status code and the body.
+pub async fn http_get(admin: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(admin)
+        .await
+        .expect("admin port");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP response: {response:?}"));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    (status, body.to_owned())
+}
+
+/// Scrapes `/metrics` and parses it as Prometheus does.
+pub async fn scrape(admin: SocketAddr) -> prometheus_parse::Scrape {
+    let (status, body) = http_get(admin, "/metrics").await;
+    assert_eq!(status, 200, "{body}");
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
+        .expect("valid Prometheus text format")
+}
+
+/// The value of the sample `name` whose labels include all of `labels`; 0 when absent.
+/// Histograms are read through their `_count` and `_sum`.
+pub fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let found: Vec<f64> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            ref other => panic!("{name} is not a plain value: {other:?}"),
+        })
+        .collect();
+    found.iter().sum()
+}
+
 /// Starts a proxy on the current runtime; it serves until the runtime ends.
 pub async fn start_proxy(config: Config) -> SocketAddr {
     start_proxy_with_backends(config).await.0
