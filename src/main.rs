@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use rwsplit::config::{Config, KubernetesMode, LogFormat, LogSettings, Overrides};
-use rwsplit::server::Proxy;
+use rwsplit::server::{Proxy, Reloader};
 
 /// A read/write-splitting MySQL proxy. Applications connect to rwsplit as if it were the
 /// database; it authenticates them with the users in its configuration and relays their
@@ -160,7 +160,13 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        tokio::spawn(reload_on_hangup(
+            proxy.reloader(),
+            cli.config.clone(),
+            overrides.clone(),
+        ));
         proxy.serve(shutdown_signal()).await;
+        tracing::info!("rwsplit stopped");
         ExitCode::SUCCESS
     })
 }
@@ -169,7 +175,10 @@ fn main() -> ExitCode {
 fn init_logs(settings: &LogSettings) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.level));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    // Standard error, as the README says: fmt's default is standard output.
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match settings.format {
         LogFormat::Text => logs.init(),
         // The session span (conn_id, user, peer) goes with every event, flattened into
@@ -180,6 +189,31 @@ fn init_logs(settings: &LogSettings) {
             .with_current_span(true)
             .with_span_list(false)
             .init(),
+    }
+}
+
+/// SIGHUP reads the configuration again (file, environment, password files, with the
+/// same flags); a configuration with problems is rejected as a whole.
+async fn reload_on_hangup(reloader: Reloader, path: Option<PathBuf>, overrides: Overrides) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    while hangups.recv().await.is_some() {
+        match Config::load(path.as_deref(), &overrides) {
+            Ok(config) => {
+                let kept = reloader.apply(config).await;
+                tracing::info!("configuration reloaded");
+                if !kept.is_empty() {
+                    tracing::warn!(
+                        settings = ?kept,
+                        "these settings changed but take a restart; their running values stay"
+                    );
+                }
+            }
+            Err(error) => tracing::error!(
+                %error,
+                "configuration rejected on reload; the running one stays"
+            ),
+        }
     }
 }
 

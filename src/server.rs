@@ -3,12 +3,16 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
+
+use arc_swap::ArcSwap;
 use std::time::Duration;
+use tokio::sync::watch;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tracing::{info, warn};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
 
 use crate::backend::BackendConn;
 use crate::config::Config;
@@ -21,14 +25,27 @@ use crate::topology::{Backends, registry};
 /// How long start-up waits for discovery's first answer before taking clients anyway.
 const FIRST_DISCOVERY_WAIT: Duration = Duration::from_secs(5);
 
+/// How far a shutdown has gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stage {
+    Serving,
+    /// No new clients; sessions finish their statements and transactions, then close.
+    Draining,
+}
+
 /// State every session reads.
 pub struct Shared {
-    pub config: Config,
+    /// Replaced whole when the configuration is reloaded; each use loads the current one.
+    config: ArcSwap<Config>,
     /// The backends and the balancer's state.
     pub backends: Arc<Backends>,
     pub metrics: Arc<Metrics>,
     /// Shutting down: no new clients; `/readyz` says so.
     pub draining: AtomicBool,
+    /// Where a shutdown stands; sessions watch it.
+    shutdown: watch::Sender<Stage>,
+    /// Takes reloaded health settings to the registry, once it runs.
+    registry: OnceLock<registry::Handle>,
     /// What the greeting says the server is: learned from the backends' own greetings.
     identity: RwLock<Option<ServerIdentity>>,
     next_connection_id: AtomicU32,
@@ -40,10 +57,22 @@ impl Shared {
             backends: Arc::new(Backends::from_config(&config)),
             metrics: Arc::new(Metrics::new()),
             draining: AtomicBool::new(false),
-            config,
+            shutdown: watch::Sender::new(Stage::Serving),
+            registry: OnceLock::new(),
+            config: ArcSwap::from_pointee(config),
             identity: RwLock::new(None),
             next_connection_id: AtomicU32::new(1),
         }
+    }
+
+    pub fn config(&self) -> arc_swap::Guard<Arc<Config>> {
+        self.config.load()
+    }
+
+    /// Follows the shutdown: sessions end when it is past `Stage::Serving` and they hold no
+    /// transaction.
+    pub fn shutdown_stage(&self) -> watch::Receiver<Stage> {
+        self.shutdown.subscribe()
     }
 
     /// The identity to greet a client with. Until a backend has been seen, the primary is
@@ -54,7 +83,7 @@ impl Shared {
         }
         let primary = self.backends.load().primary.endpoint.clone();
         let primary = &primary;
-        match BackendConn::probe(primary, self.config.connect_timeout).await {
+        match BackendConn::probe(primary, self.config().connect_timeout).await {
             Ok(identity) => {
                 self.learn_identity(&identity);
                 identity
@@ -115,6 +144,13 @@ impl Proxy {
         })
     }
 
+    /// Applies reloaded configurations to this proxy while it runs.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// Where the admin endpoints listen, when they do.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().and_then(|a| a.local_addr().ok())
@@ -130,6 +166,9 @@ impl Proxy {
     }
 
     /// Accepts clients until `shutdown` completes.
+    /// Accepts clients until `shutdown` completes, then drains: new clients are refused
+    /// with ER_SERVER_SHUTDOWN, sessions end as soon as they hold no transaction (idle ones
+    /// at once), and whatever still runs at `proxy.drain_timeout` is cut.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let Proxy {
             listener,
@@ -139,11 +178,10 @@ impl Proxy {
         // Up before discovery's first round: the kubelet asks /healthz from the start.
         let _admin = admin
             .map(|admin| AbortOnDrop(tokio::spawn(crate::admin::serve(admin, shared.clone()))));
-        let mut discovered = registry::start(
-            &shared.config,
-            shared.backends.clone(),
-            shared.metrics.clone(),
-        );
+        let config = shared.config();
+        let registry = registry::start(&config, shared.backends.clone(), shared.metrics.clone());
+        let mut discovered = registry.ready.clone();
+        let _ = shared.registry.set(registry);
         // Clients that arrive before the servers are known would all land on the primary
         // (or fail, if only discovery can name it); a first round takes milliseconds.
         let first_round = discovered.wait_for(|done| *done);
@@ -156,7 +194,10 @@ impl Proxy {
         info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
               primary = %shared.backends.load().primary.endpoint.address, "rwsplit accepting clients");
         tokio::spawn(learn_primary_identity(shared.clone()));
-        let permits = Arc::new(Semaphore::new(shared.config.max_connections));
+        let max_connections = config.max_connections;
+        drop(config);
+        let permits = Arc::new(Semaphore::new(max_connections));
+        let mut sessions = JoinSet::new();
         let mut backoff = Duration::from_millis(5);
         tokio::pin!(shutdown);
         loop {
@@ -177,6 +218,7 @@ impl Proxy {
                     continue;
                 }
             };
+            while sessions.try_join_next().is_some() {}
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 warn!(%peer, "too many connections; client refused");
                 shared.metrics.rejected(Rejection::MaxConnections);
@@ -186,12 +228,92 @@ impl Proxy {
             shared.metrics.client_connections_accepted.inc();
             let id = shared.connection_id();
             let shared = shared.clone();
-            tokio::spawn(async move {
+            sessions.spawn(async move {
                 crate::session::run(stream, peer, id, shared).await;
                 drop(permit);
             });
         }
-        info!("stopped accepting clients");
+        drain(&shared, &listener, sessions).await;
+    }
+}
+
+/// The shutdown after accepting stopped: `/readyz` turns unready, sessions are told, and
+/// clients that still arrive (the Service may not have noticed yet) get an error that says
+/// why. Returns when every session has ended or the deadline cut the rest.
+async fn drain(shared: &Shared, listener: &TcpListener, mut sessions: JoinSet<()>) {
+    shared.draining.store(true, Ordering::Relaxed);
+    shared.shutdown.send_replace(Stage::Draining);
+    let deadline = shared.config().drain_timeout;
+    info!(
+        sessions = sessions.len(),
+        deadline = ?deadline,
+        "shutting down: new clients are refused; sessions end when their transactions do"
+    );
+    let cut_off = tokio::time::sleep(deadline);
+    tokio::pin!(cut_off);
+    loop {
+        tokio::select! {
+            ended = sessions.join_next() => {
+                if ended.is_none() {
+                    info!("every session has ended");
+                    return;
+                }
+            }
+            Ok((stream, peer)) = listener.accept() => {
+                debug!(%peer, "client refused: shutting down");
+                shared.metrics.rejected(Rejection::ShuttingDown);
+                tokio::spawn(refuse(stream, SqlError::server_shutdown()));
+            }
+            () = &mut cut_off => {
+                warn!(
+                    sessions = sessions.len(),
+                    "drain deadline passed; closing the sessions still open"
+                );
+                sessions.shutdown().await;
+                return;
+            }
+        }
+    }
+}
+
+/// Takes a new configuration into a running proxy (SIGHUP).
+pub struct Reloader {
+    shared: Arc<Shared>,
+}
+
+impl Reloader {
+    /// Users, routing options, limits checked per session and the health checks' settings
+    /// take effect at once: sessions load the configuration per command or login, the
+    /// registry re-decides eligibility. What is bound or started once (the listeners, the
+    /// connection limit, the servers and their discovery, logging) keeps its running value
+    /// until a restart; the names of such settings that changed are returned.
+    pub async fn apply(&self, new: Config) -> Vec<&'static str> {
+        let old = self.shared.config();
+        let mut kept = Vec::new();
+        let mut merged = new;
+        macro_rules! keep {
+            ($($field:ident).+, $name:literal) => {
+                if merged.$($field).+ != old.$($field).+ {
+                    kept.push($name);
+                    merged.$($field).+ = old.$($field).+.clone();
+                }
+            };
+        }
+        keep!(listen, "proxy.listen");
+        keep!(admin_listen, "admin.listen");
+        keep!(max_connections, "proxy.max_connections");
+        keep!(primary, "primary");
+        keep!(replicas, "replicas");
+        keep!(discovery, "discovery");
+        keep!(log, "log");
+        let health_changed = merged.health != old.health;
+        let health = merged.health.clone();
+        drop(old);
+        self.shared.config.store(Arc::new(merged));
+        if health_changed && let Some(registry) = self.shared.registry.get() {
+            registry.reconfigure(health).await;
+        }
+        kept
     }
 }
 
@@ -208,7 +330,7 @@ impl Drop for AbortOnDrop {
 async fn refuse(mut stream: TcpStream, err: SqlError) {
     use tokio::io::AsyncWriteExt;
     let mut out = Vec::new();
-    encode_packet(&mut out, 0, &err.to_payload());
+    encode_packet(&mut out, 0, &err.to_pre_handshake_payload());
     let _ = stream.write_all(&out).await;
     let _ = stream.shutdown().await;
 }

@@ -55,6 +55,18 @@ impl SqlError {
         out
     }
 
+    /// The ERR packet for a client that has not said it speaks protocol 4.1: sent in place
+    /// of the greeting, before any capabilities are known, so without the SQL state marker
+    /// (as a server refusing a connection sends it; clients would show `#08004` as part of
+    /// the message otherwise).
+    pub fn to_pre_handshake_payload(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(3 + self.message.len());
+        out.push(0xff);
+        out.extend_from_slice(&self.code.to_le_bytes());
+        out.extend_from_slice(self.message.as_bytes());
+        out
+    }
+
     /// Parses an ERR packet payload; `None` if it is not one.
     pub fn from_payload(payload: &[u8]) -> Option<Self> {
         if payload.len() < 3 || payload[0] != 0xff {
@@ -79,6 +91,11 @@ impl SqlError {
 
     pub fn too_many_connections() -> Self {
         Self::new(1040, b"08004", "Too many connections")
+    }
+
+    /// ER_SERVER_SHUTDOWN, what a server answers while it shuts down.
+    pub fn server_shutdown() -> Self {
+        Self::new(1053, b"08S01", "Server shutdown in progress")
     }
 
     pub fn handshake(detail: &str) -> Self {

@@ -46,7 +46,7 @@ impl Session {
     /// it with the status flags of the primary's OK.
     pub(super) async fn login(&mut self) -> Result<Opened, SessionError> {
         let identity = self.shared.identity().await;
-        let plugin = self.shared.config.auth_plugin;
+        let plugin = self.shared.config().auth_plugin;
         let greeting = greeting_payload(&identity, self.id, &self.scramble, plugin.name());
         self.client_out
             .send(0, &greeting)
@@ -102,7 +102,10 @@ impl Session {
             connect_attributes: hello.connect_attributes.clone(),
         };
         let backend = self.open_backend(&login, seq).await?;
-        info!(database = ?login.database, "client logged in");
+        match &login.database {
+            Some(database) => info!(%database, "client logged in"),
+            None => info!("client logged in"),
+        }
         self.login = Some(login);
         Ok(backend)
     }
@@ -225,7 +228,7 @@ impl Session {
         backend: &Backend,
         login: &BackendLogin,
     ) -> Result<Connected, BackendError> {
-        let timeout = self.shared.config.connect_timeout;
+        let timeout = self.shared.config().connect_timeout;
         if !backend.available() {
             return Err(BackendError::Paused(backend.blocked_for()));
         }
@@ -250,7 +253,7 @@ impl Session {
         credentials: Credentials<'_>,
         mut seq: u8,
     ) -> Result<(u8, String), SessionError> {
-        let config = &self.shared.config;
+        let config = self.shared.config();
         let account = config.users.get(credentials.user).cloned();
         let required = account.as_ref().and_then(|a| a.auth_plugin);
         let offered = credentials.plugin.and_then(FrontendPlugin::from_name);

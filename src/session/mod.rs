@@ -22,7 +22,7 @@ use crate::metrics::{self, CommandKind};
 use crate::protocol::codes::{self as codes, SqlError};
 use crate::protocol::handshake::BackendLogin;
 use crate::protocol::packet::{PacketError, PacketReader, PacketWriter};
-use crate::server::Shared;
+use crate::server::{Shared, Stage};
 use connections::Connections;
 use state::{SessionEffect, SessionState};
 use statements::Statements;
@@ -67,6 +67,7 @@ pub struct Session {
     statements: Statements,
     /// What the command being served was and where it ran, for the metrics.
     command: CommandRecord,
+    shutdown: tokio::sync::watch::Receiver<Stage>,
 }
 
 /// A client command as the metrics count it.
@@ -110,9 +111,10 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, id: u32, shared: Arc<Share
     let span = info_span!("session", conn_id = id, %peer, user = tracing::field::Empty);
     async move {
         let _connected = Connected::new(&shared);
+        let shared_stage = shared.shutdown_stage();
         let _ = stream.set_nodelay(true);
         let (read, write) = stream.into_split();
-        let history_limit = shared.config.routing.max_session_history;
+        let history_limit = shared.config().routing.max_session_history;
         let mut session = Session {
             id,
             peer,
@@ -125,6 +127,7 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, id: u32, shared: Arc<Share
             state: SessionState::new(0, history_limit),
             statements: Statements::default(),
             command: CommandRecord::default(),
+            shutdown: shared_stage,
         };
         match session.serve().await {
             Ok(()) | Err(SessionError::ClientClosed) => debug!("session ended"),
@@ -150,8 +153,12 @@ impl Session {
     }
 
     async fn command_loop(&mut self, conns: &mut Connections) -> Result<(), SessionError> {
-        let max_packet = self.shared.config.max_packet_size;
         loop {
+            if self.client_in.buffered().is_empty() && !self.next_command_arrives().await? {
+                debug!("session closed: the proxy is shutting down");
+                return Ok(());
+            }
+            let max_packet = self.shared.config().max_packet_size;
             let packet = match self.client_in.read_packet(max_packet).await {
                 Ok(packet) => packet,
                 Err(e) => return Err(self.client_packet_error(e, 0).await),
@@ -244,6 +251,29 @@ impl Session {
         self.shared
             .metrics
             .command(route, record.kind, started.elapsed());
+    }
+
+    /// Waits for the client to send something. `false` when the proxy is shutting down and
+    /// the session holds no transaction: it ends between commands, never inside one.
+    async fn next_command_arrives(&mut self) -> Result<bool, SessionError> {
+        loop {
+            if *self.shutdown.borrow_and_update() != Stage::Serving
+                && !self.state.holds_transaction()
+            {
+                return Ok(false);
+            }
+            tokio::select! {
+                read = self.client_in.read_more() => {
+                    return match read {
+                        Ok(0) => Err(SessionError::ClientClosed),
+                        Ok(_) => Ok(true),
+                        Err(e) => Err(SessionError::ClientIo(e)),
+                    };
+                }
+                // Should the sender be gone, this branch is off and only the client counts.
+                Ok(()) = self.shutdown.changed() => {}
+            }
+        }
     }
 
     /// A session pinned to the primary has no more use for its replica connections.

@@ -200,7 +200,7 @@ impl Session {
                 if let Some(replica) = self.ready_replica_excluding(conns, &mut Vec::new()).await {
                     return Ok(Some(replica));
                 }
-                if self.shared.config.routing.fallback_to_primary {
+                if self.shared.config().routing.fallback_to_primary {
                     self.shared.backends.count_fallback();
                     debug!("no replica for a read; it goes to the primary");
                     self.primary(conns, reply_seq).await

@@ -98,6 +98,12 @@ impl SessionState {
 
     /// What the primary's connection holds that a new connection would not have; `None`
     /// when the session can continue on a new one (its history replayed).
+    /// A transaction (or table locks, an XA transaction) is open: ending the session now
+    /// would roll back what the client has not committed yet.
+    pub fn holds_transaction(&self) -> bool {
+        self.view().in_transaction() || self.tables_locked || self.xa_active
+    }
+
     pub fn primary_only_state(&self) -> Option<&'static str> {
         let view = self.view();
         if view.in_transaction() {

@@ -44,16 +44,28 @@ impl Source {
 enum Event {
     Discovered(Source, Update),
     Checked(Report),
+    /// The configuration was reloaded with these checks and thresholds.
+    Reconfigured(HealthChecks),
 }
 
-/// Starts discovery, the monitor and the registry in the background. The returned
-/// receiver turns `true` once every discovery source has answered once (or failed), so
-/// that the proxy can wait for a first topology before taking clients.
-pub fn start(
-    config: &Config,
-    backends: Arc<Backends>,
-    metrics: Arc<Metrics>,
-) -> watch::Receiver<bool> {
+/// The running registry, as the proxy holds it.
+pub struct Handle {
+    /// Turns `true` once every discovery source has answered once (or failed).
+    pub ready: watch::Receiver<bool>,
+    events: mpsc::Sender<Event>,
+}
+
+impl Handle {
+    /// New health settings: thresholds apply at the next decision; a changed monitor user,
+    /// interval or timeout restarts the checks.
+    pub async fn reconfigure(&self, health: HealthChecks) {
+        let _ = self.events.send(Event::Reconfigured(health)).await;
+    }
+}
+
+/// Starts discovery, the monitor and the registry in the background. The handle's `ready`
+/// lets the proxy wait for a first topology before taking clients.
+pub fn start(config: &Config, backends: Arc<Backends>, metrics: Arc<Metrics>) -> Handle {
     let (events, inbox) = mpsc::channel(256);
     let (ready_tx, ready_rx) = watch::channel(false);
     let mut sources = Vec::new();
@@ -132,7 +144,10 @@ pub fn start(
         registry.ready.send_replace(true);
     }
     tokio::spawn(registry.run(inbox));
-    ready_rx
+    Handle {
+        ready: ready_rx,
+        events,
+    }
 }
 
 fn dns_settings(config: &Config) -> DnsSettings {
@@ -296,6 +311,7 @@ impl Registry {
             match event {
                 Event::Discovered(source, update) => self.discovered(source, update),
                 Event::Checked(report) => self.checked(report),
+                Event::Reconfigured(health) => self.reconfigure(health),
             }
             self.decide();
         }
@@ -459,6 +475,27 @@ impl Registry {
             settings,
             events,
         ));
+    }
+
+    fn reconfigure(&mut self, health: HealthChecks) {
+        let restart = health.monitor != self.health.monitor
+            || health.check_interval != self.health.check_interval
+            || health.check_timeout != self.health.check_timeout;
+        self.health = health;
+        if restart {
+            info!("health check settings changed; checks restart");
+            self.stop_monitors();
+            self.start_monitor_all();
+        }
+    }
+
+    fn stop_monitors(&mut self) {
+        let all = std::iter::once(&mut self.primary).chain(self.replicas.values_mut());
+        for tracked in all {
+            if let Some(monitor) = tracked.monitor.take() {
+                monitor.abort();
+            }
+        }
     }
 
     fn monitor_settings(&self) -> Option<MonitorSettings> {
