@@ -29,6 +29,9 @@ struct Args {
     /// Where rwsplit listens.
     #[arg(long, default_value = "127.0.0.1:3306")]
     listen: String,
+    /// Where rwsplit serves /metrics, /healthz, /readyz and /status.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    admin_listen: String,
     /// Exit after the demonstration instead of running until Ctrl-C.
     #[arg(long)]
     exit: bool,
@@ -68,7 +71,7 @@ fn main() -> ExitCode {
 
     let mut proxy = None;
     if let Some(binary) = &args.proxy {
-        match start_proxy(binary, &cluster, &args.listen) {
+        match start_proxy(binary, &cluster, &args.listen, &args.admin_listen) {
             Ok(child) => proxy = Some(child),
             Err(e) => {
                 eprintln!("rwsplit: {e}");
@@ -94,12 +97,17 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn start_proxy(binary: &str, cluster: &Cluster, listen: &str) -> Result<Child, String> {
+fn start_proxy(
+    binary: &str,
+    cluster: &Cluster,
+    listen: &str,
+    admin_listen: &str,
+) -> Result<Child, String> {
     let config = cluster.dir.join("rwsplit.toml");
     // As in Kubernetes: no server named; the headless Service's DNS records (served by the
     // local cluster) give the pods, and the monitor user checks them.
     let text = format!(
-        "[proxy]\nlisten = '{listen}'\n\n\
+        "[proxy]\nlisten = '{listen}'\n\n[admin]\nlisten = '{admin_listen}'\n\n\
          [discovery]\nheadless_service = '{}'\nnamespace = '{}'\ncluster_domain = '{}'\n\
          dns_server = '{}'\ninterval = '2s'\nkubernetes = 'off'\n\n\
          [health]\nmonitor_user = '{MONITOR_USER}'\nmonitor_password_env = 'RWSPLIT_MONITOR_PASSWORD'\n\n\
@@ -110,7 +118,10 @@ fn start_proxy(binary: &str, cluster: &Cluster, listen: &str) -> Result<Child, S
         cluster.dns_address(),
     );
     std::fs::write(&config, text).map_err(|e| e.to_string())?;
-    println!("\nrwsplit on {listen}, configuration {}", config.display());
+    println!(
+        "\nrwsplit on {listen}, configuration {}; its status: curl http://{admin_listen}/status",
+        config.display()
+    );
     let child = Command::new(binary)
         .arg("--config")
         .arg(&config)

@@ -243,6 +243,7 @@ impl Proxy {
 async fn drain(shared: &Shared, listener: &TcpListener, mut sessions: JoinSet<()>) {
     shared.draining.store(true, Ordering::Relaxed);
     shared.shutdown.send_replace(Stage::Draining);
+    while sessions.try_join_next().is_some() {}
     let deadline = shared.config().drain_timeout;
     info!(
         sessions = sessions.len(),
