@@ -16,7 +16,7 @@ use hyper::{Method, Request, Response, StatusCode, header};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::server::Shared;
 use crate::topology::{Backend, ErrorKind, Role};
@@ -29,20 +29,8 @@ const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Serves the admin endpoints until the task is dropped.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    let mut backoff = Duration::from_millis(5);
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => {
-                backoff = Duration::from_millis(5);
-                stream
-            }
-            Err(e) => {
-                warn!(error = %e, "admin accept failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
-        };
+        let (stream, _) = crate::server::accept(&listener).await;
         let shared = shared.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {

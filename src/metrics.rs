@@ -343,13 +343,9 @@ impl Metrics {
 
     /// A client command has been answered.
     pub fn command(&self, route: Route, kind: CommandKind, took: Duration) {
-        let route_index = Route::ALL.iter().position(|r| *r == route).unwrap_or(0);
-        let kind_index = CommandKind::ALL
-            .iter()
-            .position(|k| *k == kind)
-            .unwrap_or(0);
-        self.statements[route_index][kind_index].inc();
-        self.latency[route_index].observe(took.as_secs_f64());
+        // The handles were built in `ALL` order, which is declaration order.
+        self.statements[route as usize][kind as usize].inc();
+        self.latency[route as usize].observe(took.as_secs_f64());
     }
 
     pub fn rejected(&self, reason: Rejection) {
@@ -434,6 +430,21 @@ impl Metrics {
         }
         if let Some(lag) = observed.lag {
             series.lag.with_label_values(&labels).set(lag.as_secs_f64());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_are_indexed_by_declaration_order() {
+        for (i, route) in Route::ALL.iter().enumerate() {
+            assert_eq!(*route as usize, i, "{route:?}");
+        }
+        for (i, kind) in CommandKind::ALL.iter().enumerate() {
+            assert_eq!(*kind as usize, i, "{kind:?}");
         }
     }
 }

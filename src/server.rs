@@ -198,25 +198,11 @@ impl Proxy {
         drop(config);
         let permits = Arc::new(Semaphore::new(max_connections));
         let mut sessions = JoinSet::new();
-        let mut backoff = Duration::from_millis(5);
         tokio::pin!(shutdown);
         loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
+            let (stream, peer) = tokio::select! {
+                accepted = accept(&listener) => accepted,
                 () = &mut shutdown => break,
-            };
-            let (stream, peer) = match accepted {
-                Ok(pair) => {
-                    backoff = Duration::from_millis(5);
-                    pair
-                }
-                // Out of file descriptors and the like: wait and try again rather than stop.
-                Err(e) => {
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
             };
             while sessions.try_join_next().is_some() {}
             let Ok(permit) = permits.clone().try_acquire_owned() else {
@@ -234,6 +220,23 @@ impl Proxy {
             });
         }
         drain(&shared, &listener, sessions).await;
+    }
+}
+
+/// The next connection. Failures (out of file descriptors and the like) are waited out
+/// with a growing pause rather than ending the listener. Cancel-safe: nothing is lost when
+/// dropped during the pause.
+pub(crate) async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(e) => {
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
     }
 }
 
@@ -260,7 +263,7 @@ async fn drain(shared: &Shared, listener: &TcpListener, mut sessions: JoinSet<()
                     return;
                 }
             }
-            Ok((stream, peer)) = listener.accept() => {
+            (stream, peer) = accept(listener) => {
                 debug!(%peer, "client refused: shutting down");
                 shared.metrics.rejected(Rejection::ShuttingDown);
                 tokio::spawn(refuse(stream, SqlError::server_shutdown()));

@@ -25,14 +25,6 @@ async fn proxy() -> SocketAddr {
     start_proxy(proxy_config(cluster(), "", "")).await
 }
 
-fn server_error(result: Result<Conn, mysql_async::Error>) -> mysql_async::ServerError {
-    match result {
-        Err(mysql_async::Error::Server(e)) => e,
-        Err(other) => panic!("expected a server error, got {other}"),
-        Ok(_) => panic!("expected a server error, the login succeeded"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_reaches_the_primary_and_shows_its_version() {
     let addr = proxy().await;
@@ -628,7 +620,7 @@ async fn backend_dying_mid_result_gives_the_client_an_error() {
         match Conn::new(app_opts(addr, None)).await {
             Ok(conn) => break conn,
             Err(e) if std::time::Instant::now() < deadline => {
-                let err = server_error(Err(e));
+                let err = server_error::<Conn>(Err(e));
                 assert!(err.message.contains("mysql-0"), "{}", err.message);
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }

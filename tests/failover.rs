@@ -414,14 +414,6 @@ async fn a_lagging_replica_gets_no_reads_until_it_catches_up() {
     assert_clean(&load.await.unwrap());
 }
 
-fn server_error(result: Result<(), mysql_async::Error>) -> mysql_async::ServerError {
-    match result {
-        Err(mysql_async::Error::Server(e)) => e,
-        Err(other) => panic!("expected a server error, got {other}"),
-        Ok(()) => panic!("expected a server error, the statement succeeded"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_primary_down_reads_go_on_and_writes_fail_clearly_until_it_is_back() {
     let _serial = SERIAL.lock().await;

@@ -20,14 +20,6 @@ const NET: &str = "127.0.32";
 /// change replication take turns.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn config_file(name: &str, text: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("lifecycle");
     std::fs::create_dir_all(&dir).unwrap();
@@ -142,6 +134,18 @@ impl Running {
             .collect()
     }
 
+    /// Waits until `count` events whose message contains `text` were logged.
+    async fn wait_logged(&self, text: &str, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.logged(text).len() < count {
+            assert!(
+                Instant::now() < deadline,
+                "'{text}' logged fewer than {count} times"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn status(&self) -> serde_json::Value {
         let (code, body) = http_get(self.admin, "/status").await;
         assert_eq!(code, 200, "{body}");
@@ -171,14 +175,6 @@ impl Drop for Running {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-fn server_error(result: Result<mysql_async::Conn, mysql_async::Error>) -> mysql_async::ServerError {
-    match result {
-        Err(mysql_async::Error::Server(e)) => e,
-        Err(other) => panic!("expected a server error, got {other}"),
-        Ok(_) => panic!("expected a server error, the login succeeded"),
     }
 }
 
@@ -403,11 +399,7 @@ async fn sighup_reloads_thresholds_and_users_and_rejects_a_broken_file() {
     // A broken file is rejected whole; the proxy goes on with what it had.
     std::fs::write(&path, "[proxy\nlisten = ").unwrap();
     proxy.signal("HUP");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while proxy.logged("configuration rejected").is_empty() {
-        assert!(Instant::now() < deadline, "no rejection logged");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    proxy.wait_logged("configuration rejected", 1).await;
     let mut conn = mysql_async::Conn::new(app_opts(proxy.addr(), Some("app")))
         .await
         .unwrap();
@@ -429,14 +421,7 @@ async fn sighup_reloads_thresholds_and_users_and_rejects_a_broken_file() {
     assert_eq!(err.code, 1045, "{err:?}");
     std::fs::write(&path, config_text(cluster, "2s", &[MONITOR_USER], "")).unwrap();
     proxy.signal("HUP");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while proxy.logged("configuration reloaded").len() < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the second reload was not logged"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    proxy.wait_logged("configuration reloaded", 2).await;
     mysql_async::Conn::new(monitor())
         .await
         .unwrap()

@@ -208,6 +208,24 @@ pub fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &s
     found.iter().sum()
 }
 
+/// The error the server (or the proxy, speaking as one) answered; panics on anything else.
+pub fn server_error<T>(result: Result<T, mysql_async::Error>) -> mysql_async::ServerError {
+    match result {
+        Err(mysql_async::Error::Server(e)) => e,
+        Err(other) => panic!("expected a server error, got {other}"),
+        Ok(_) => panic!("expected a server error, it succeeded"),
+    }
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Starts a proxy on the current runtime; it serves until the runtime ends.
 pub async fn start_proxy(config: Config) -> SocketAddr {
     start_proxy_with_backends(config).await.0
