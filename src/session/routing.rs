@@ -419,16 +419,16 @@ impl Session {
         client_statement_id: Option<u32>,
     ) -> Result<Ran, SessionError> {
         let is_primary = target == conns.primary_id();
-        let metrics = self.shared.metrics.clone();
         let (backend, conn) = conns.get_mut(target).expect("routed to an open connection");
         let _in_flight = backend.start_request();
         backend.count_statement();
+        // Owned, so that the session's connections can be changed below.
         let backend = backend.clone();
         self.command.ran_on = Some(target);
+        let metrics = &self.shared.metrics;
         metrics
             .bytes_to_backends
             .inc_by(command.payload.len() as u64);
-        let name = backend.endpoint.name.clone();
         let result = match conn.send_command(command.payload).await {
             Ok(_) => {
                 conn.relay_response(
@@ -448,7 +448,7 @@ impl Session {
         };
         let failure = match result {
             Ok(outcome) => {
-                metrics.bytes_to_client.inc_by(outcome.bytes);
+                self.shared.metrics.bytes_to_client.inc_by(outcome.bytes);
                 if outcome.error {
                     backend.count_error(ErrorKind::Query);
                 }
@@ -456,7 +456,7 @@ impl Session {
             }
             Err(failure) => failure,
         };
-        metrics.bytes_to_client.inc_by(failure.bytes);
+        self.shared.metrics.bytes_to_client.inc_by(failure.bytes);
         let client_side = matches!(
             failure.error,
             RelayError::Client(_) | RelayError::ClientProtocol(_)
@@ -467,21 +467,25 @@ impl Session {
         // A statement the primary was running may have been applied: it is never run
         // again, and the client sees what a direct connection shows, an error and the end.
         if is_primary || client_side {
-            return Err(self.backend_failed(&name, failure).await);
+            return Err(self.backend_failed(backend.name(), failure).await);
         }
-        warn!(backend = %name, error = %failure, "replica failed during a read");
+        warn!(backend = backend.name(), error = %failure, "replica failed during a read");
         self.drop_replica(conns, target);
         if failure.bytes == 0 {
-            metrics.retries.inc();
+            self.shared.metrics.retries.inc();
             return Ok(Ran::Retry);
         }
         match failure.error_seq {
             Some(seq) => {
-                self.send_error(seq, &SqlError::replica_lost(&name)).await?;
+                self.send_error(seq, &SqlError::replica_lost(backend.name()))
+                    .await?;
                 Ok(Ran::Answered)
             }
             // Cut in the middle of a packet: the client's stream cannot be repaired.
-            None => Err(SessionError::Relay { name, failure }),
+            None => Err(SessionError::Relay {
+                name: backend.name().to_owned(),
+                failure,
+            }),
         }
     }
 }
