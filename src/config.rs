@@ -50,6 +50,10 @@ pub struct FileConfig {
     pub admin: AdminSection,
     #[serde(default)]
     pub log: LogSection,
+    #[serde(default)]
+    pub tls: crate::tls::ClientTlsSection,
+    #[serde(default)]
+    pub backend_tls: crate::tls::BackendTlsSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -124,6 +128,8 @@ pub struct UserSection {
     pub password: Option<String>,
     pub password_env: Option<String>,
     pub password_file: Option<PathBuf>,
+    /// No password is stored: the client sends it (over TLS) and the server checks it.
+    pub passthrough: Option<bool>,
     pub auth_plugin: Option<String>,
 }
 
@@ -152,9 +158,12 @@ pub struct Endpoint {
     pub address: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct User {
-    pub password: String,
+    /// `None` for a passthrough user: the proxy asks the client for the password in clear
+    /// (caching_sha2_password's full authentication, over TLS only) and logs in with it; the
+    /// primary decides whether it is right.
+    pub password: Option<String>,
     /// The method this user must authenticate with; `None` accepts either.
     pub auth_plugin: Option<FrontendPlugin>,
 }
@@ -180,6 +189,18 @@ pub struct Config {
     pub routing: Routing,
     pub discovery: Discovery,
     pub health: HealthChecks,
+    /// TLS for clients; `None`: not offered.
+    pub tls: Option<crate::tls::ClientTls>,
+    pub backend_tls: crate::tls::BackendTls,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("passthrough", &self.password.is_none())
+            .field("auth_plugin", &self.auth_plugin)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where the servers come from besides the static list.
@@ -259,6 +280,8 @@ pub struct HealthChecks {
     pub max_replication_lag: Duration,
     /// Consecutive passed checks a replica that failed one needs before it gets reads again.
     pub rise: u32,
+    /// TLS for the checks, as for the sessions' connections (`backend_tls`).
+    pub tls: crate::tls::MonitorTls,
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -505,6 +528,7 @@ impl Config {
         };
 
         let mut users = HashMap::new();
+        let mut passthrough_users = Vec::new();
         if file.users.is_empty() {
             problems.push(
                 "no [[users]] configured: add one table per application user with name and password, password_env or password_file".into(),
@@ -524,18 +548,52 @@ impl Config {
                 .auth_plugin
                 .as_deref()
                 .map(|name| plugin_or_problem(&format!("{at}.auth_plugin"), name, &mut problems));
-            if let Some(password) = user_password(&section, &at, env, &mut problems) {
+            if section.passthrough == Some(true) {
+                if section.password.is_some()
+                    || section.password_env.is_some()
+                    || section.password_file.is_some()
+                {
+                    problems.push(format!(
+                        "{at}: a passthrough user has no password in the configuration"
+                    ));
+                }
+                if auth_plugin == Some(FrontendPlugin::NativePassword) {
+                    problems.push(format!(
+                        "{at}: a passthrough user authenticates with caching_sha2_password, not mysql_native_password"
+                    ));
+                }
+                passthrough_users.push(section.name.clone());
                 users.insert(
                     section.name,
                     User {
-                        password,
+                        password: None,
+                        auth_plugin: Some(FrontendPlugin::CachingSha2Password),
+                    },
+                );
+            } else if let Some(password) = user_password(&section, &at, env, &mut problems) {
+                users.insert(
+                    section.name,
+                    User {
+                        password: Some(password),
                         auth_plugin,
                     },
                 );
             }
         }
+        let tls = crate::tls::client_tls(file.tls, &mut problems);
+        if tls.is_none() && !passthrough_users.is_empty() {
+            problems.push(format!(
+                "passthrough users ({}) send their password in clear and need TLS: set tls.cert and tls.key",
+                passthrough_users.join(", ")
+            ));
+        }
+        let backend_tls = crate::tls::backend_tls(file.backend_tls, &mut problems);
 
-        let health = health_checks(file.health, overrides, &users, env, &mut problems);
+        let mut health = health_checks(file.health, overrides, &users, env, &mut problems);
+        health.tls = crate::tls::MonitorTls {
+            mode: backend_tls.mode,
+            ca: backend_tls.ca.clone(),
+        };
 
         let admin_listen = overrides.admin_listen.clone().or(file.admin.listen);
         if let Some(address) = &admin_listen {
@@ -583,6 +641,8 @@ impl Config {
             routing,
             discovery,
             health,
+            tls,
+            backend_tls,
         })
     }
 }
@@ -644,7 +704,13 @@ fn health_checks(
                 })
                 .ok(),
             (None, None) => match users.get(&user) {
-                Some(entry) => Some(entry.password.clone()),
+                Some(entry) => entry.password.clone().or_else(|| {
+                    problems.push(format!(
+                        "health.monitor_user '{user}' is a passthrough user, so the proxy has no password to check with: \
+                         set monitor_password_env or monitor_password_file"
+                    ));
+                    None
+                }),
                 None => {
                     problems.push(format!(
                         "health.monitor_user '{user}' has no password: add a [[users]] entry for it, \
@@ -668,6 +734,7 @@ fn health_checks(
         check_timeout,
         max_replication_lag,
         rise,
+        tls: crate::tls::MonitorTls::default(),
     }
 }
 
@@ -866,7 +933,7 @@ mod tests {
         assert_eq!(config.health.check_interval, Duration::from_secs(1));
         assert_eq!(config.health.max_replication_lag, Duration::from_secs(10));
         assert_eq!(config.max_packet_size, 64 << 20);
-        assert_eq!(config.users["app"].password, "pw");
+        assert_eq!(config.users["app"].password.as_deref(), Some("pw"));
         assert_eq!(config.auth_plugin, FrontendPlugin::NativePassword);
     }
 
@@ -885,7 +952,7 @@ mod tests {
         assert_eq!(config.primary.address, "127.0.10.1:3306");
         assert_eq!(config.primary.name, "127.0.10.1");
         assert_eq!(config.replicas.len(), 2);
-        assert_eq!(config.users["app"].password, "from-env");
+        assert_eq!(config.users["app"].password.as_deref(), Some("from-env"));
         // Servers named, no Service named: a static topology.
         assert_eq!(config.discovery.headless, None);
     }
@@ -1007,6 +1074,21 @@ mod tests {
     }
 
     #[test]
+    fn passthrough_users_need_tls_and_no_password() {
+        let found = problems(
+            "[[users]]\nname = 'carol'\npassthrough = true\npassword = 'x'\n\
+             [[users]]\nname = 'dave'\npassthrough = true\nauth_plugin = 'mysql_native_password'\n\
+             [health]\nmonitor_user = 'dave'\n",
+            &Overrides::default(),
+        );
+        assert_eq!(found.len(), 4, "{found:?}");
+        assert!(found[0].contains("no password in the configuration"));
+        assert!(found[1].contains("caching_sha2_password"));
+        assert!(found[2].contains("need TLS"), "{}", found[2]);
+        assert!(found[3].contains("monitor_user 'dave' is a passthrough user"));
+    }
+
+    #[test]
     fn unknown_keys_are_rejected_by_the_parser() {
         let err = toml::from_str::<FileConfig>("[proxy]\nlisten_port = 3306\n").unwrap_err();
         assert!(err.to_string().contains("listen_port"), "{err}");
@@ -1023,7 +1105,7 @@ mod tests {
             path.display()
         );
         let config = Config::from_file(parse(&text), &Overrides::default(), &env).unwrap();
-        assert_eq!(config.users["app"].password, " s3cret ");
+        assert_eq!(config.users["app"].password.as_deref(), Some(" s3cret "));
         std::fs::remove_dir_all(dir).unwrap();
     }
 

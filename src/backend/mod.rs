@@ -10,18 +10,23 @@ use mysql_common::constants::CapabilityFlags;
 use mysql_common::io::ParseBuf;
 use mysql_common::packets::{AuthPlugin, AuthSwitchRequest, HandshakePacket};
 use mysql_common::proto::MyDeserialize;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 pub use relay::{Collected, PrepareOk, RelayError, RelayFailure, RelayOutcome};
 
 use crate::auth::{backend_auth_data, sha2_rsa_encrypt};
 use crate::config::Endpoint;
+use crate::net;
 use crate::protocol::codes::SqlError;
 use crate::protocol::handshake::{
-    BackendLogin, ServerIdentity, backend_hello_payload, relayable_capabilities,
+    BackendLogin, ServerIdentity, backend_hello_payload, backend_ssl_request,
+    relayable_capabilities,
 };
-use crate::protocol::packet::{PacketError, PacketReader, PacketWriter};
+use crate::protocol::packet::{
+    PacketError, PacketReader, PacketWriter, encode_packet, read_packet_exact,
+};
+use crate::tls::BackendTls;
 
 /// Handshake packets are small; anything bigger is not a MySQL server talking.
 const MAX_HANDSHAKE_PACKET: usize = 64 * 1024;
@@ -42,6 +47,10 @@ pub enum BackendError {
     Incompatible(String),
     #[error("connection broke during the handshake: {0}")]
     Packet(#[from] PacketError),
+    /// TLS is configured and the server does not offer it, or the handshake failed (its
+    /// certificate did not pass the checks the mode asks for, say).
+    #[error("TLS: {0}")]
+    Tls(String),
     /// Recent attempts failed; the next is made after this long.
     #[error("not tried: recent connection attempts failed; next attempt in {0:?}")]
     Paused(Duration),
@@ -50,8 +59,8 @@ pub enum BackendError {
 pub struct BackendConn {
     /// The endpoint's name, for errors and logs.
     pub name: String,
-    reader: PacketReader<OwnedReadHalf>,
-    writer: PacketWriter<OwnedWriteHalf>,
+    reader: PacketReader<net::Reader>,
+    writer: PacketWriter<net::Writer>,
     capabilities: CapabilityFlags,
     /// The server's own id for this connection (what `CONNECTION_ID()` returns).
     pub connection_id: u32,
@@ -72,10 +81,10 @@ pub struct Connected {
 
 /// Reads a server's greeting, or the error a server sends instead of one (too many
 /// connections, host blocked); returns its sequence id and the parsed handshake.
-async fn read_greeting<R: tokio::io::AsyncRead + Unpin>(
-    reader: &mut PacketReader<R>,
+async fn read_greeting(
+    stream: &mut TcpStream,
 ) -> Result<(u8, HandshakePacket<'static>), BackendError> {
-    let greeting = reader.read_packet(MAX_HANDSHAKE_PACKET).await?;
+    let greeting = read_packet_exact(stream, MAX_HANDSHAKE_PACKET).await?;
     if let Some(err) = SqlError::from_payload(&greeting.payload) {
         return Err(BackendError::Refused(err));
     }
@@ -118,23 +127,17 @@ impl BackendConn {
 
     /// Whether an idle connection is still open: nothing may be waiting to be read on it,
     /// and the server must not have closed it.
-    pub fn is_alive(&self) -> bool {
-        if !self.reader.buffered().is_empty() {
-            return false;
-        }
-        let mut probe = [0u8; 1];
-        matches!(
-            self.reader.get_ref().try_read(&mut probe),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
-        )
+    pub fn is_alive(&mut self) -> bool {
+        self.reader.buffered().is_empty() && self.reader.get_mut().idle_and_open()
     }
 
     pub async fn connect(
         endpoint: &Endpoint,
         login: &BackendLogin,
+        tls: &BackendTls,
         timeout: Duration,
     ) -> Result<Connected, BackendError> {
-        tokio::time::timeout(timeout, Self::connect_inner(endpoint, login))
+        tokio::time::timeout(timeout, Self::connect_inner(endpoint, login, tls))
             .await
             .map_err(|_| BackendError::Timeout(timeout))?
     }
@@ -142,20 +145,47 @@ impl BackendConn {
     async fn connect_inner(
         endpoint: &Endpoint,
         login: &BackendLogin,
+        tls: &BackendTls,
     ) -> Result<Connected, BackendError> {
         let connect_error = |source| BackendError::Connect {
             address: endpoint.address.clone(),
             source,
         };
-        let stream = TcpStream::connect(&endpoint.address)
+        let mut stream = TcpStream::connect(&endpoint.address)
             .await
             .map_err(connect_error)?;
         stream.set_nodelay(true).map_err(connect_error)?;
-        let (read, write) = stream.into_split();
+
+        let (greeting_seq, handshake) = read_greeting(&mut stream).await?;
+        let mut seq = greeting_seq.wrapping_add(1);
+        let (read, write) = match &tls.connector {
+            None => net::plain(stream),
+            Some(connector) => {
+                if !handshake
+                    .capabilities()
+                    .contains(CapabilityFlags::CLIENT_SSL)
+                {
+                    return Err(BackendError::Tls(format!(
+                        "backend_tls.mode is {}, but the server does not offer TLS",
+                        tls.mode.name()
+                    )));
+                }
+                let server_name = crate::tls::server_name(&endpoint.address).ok_or_else(|| {
+                    BackendError::Tls(format!("'{}' is not a valid server name", endpoint.address))
+                })?;
+                let mut request = Vec::with_capacity(36);
+                seq = encode_packet(&mut request, seq, &backend_ssl_request(login));
+                stream.write_all(&request).await?;
+                let stream = connector
+                    .connect(server_name, stream)
+                    .await
+                    .map_err(|e| BackendError::Tls(e.to_string()))?;
+                net::tls(stream)
+            }
+        };
+        let over_tls = read.is_tls();
         let mut reader = PacketReader::new(read);
         let mut writer = PacketWriter::new(write);
-
-        let (greeting_seq, handshake) = read_greeting(&mut reader).await?;
         let identity = ServerIdentity::from_greeting(&handshake);
         let missing = login.capabilities & relayable_capabilities() & !handshake.capabilities();
         // MariaDB clears CLIENT_LONG_PASSWORD ("CLIENT_MYSQL") to announce its extended
@@ -181,8 +211,8 @@ impl BackendConn {
             backend_auth_data(&plugin, &nonce, &login.password).expect("native is supported")
         });
         let version = handshake.server_version_parsed().unwrap_or((5, 7, 0));
-        let hello = backend_hello_payload(login, version, plugin.clone(), &data);
-        let mut seq = writer.send(greeting_seq.wrapping_add(1), &hello).await?;
+        let hello = backend_hello_payload(login, version, plugin.clone(), &data, over_tls);
+        seq = writer.send(seq, &hello).await?;
 
         loop {
             let packet = reader.read_packet_seq(seq, MAX_HANDSHAKE_PACKET).await?;
@@ -228,6 +258,12 @@ impl BackendConn {
                 // 0x04 = full authentication needed.
                 Some(0x01) if plugin == AuthPlugin::CachingSha2Password => match payload.get(1) {
                     Some(0x03) => {}
+                    // Over TLS the password itself, NUL-terminated.
+                    Some(0x04) if over_tls => {
+                        let mut clear = login.password.as_bytes().to_vec();
+                        clear.push(0);
+                        seq = writer.send(seq, &clear).await?;
+                    }
                     Some(0x04) => {
                         seq = writer.send(seq, &[0x02]).await?;
                         let key = reader.read_packet_seq(seq, MAX_HANDSHAKE_PACKET).await?;
@@ -257,13 +293,13 @@ impl BackendConn {
         timeout: Duration,
     ) -> Result<ServerIdentity, BackendError> {
         let probe = async {
-            let stream = TcpStream::connect(&endpoint.address)
+            let mut stream = TcpStream::connect(&endpoint.address)
                 .await
                 .map_err(|source| BackendError::Connect {
                     address: endpoint.address.clone(),
                     source,
                 })?;
-            let (_, handshake) = read_greeting(&mut PacketReader::new(stream)).await?;
+            let (_, handshake) = read_greeting(&mut stream).await?;
             Ok(ServerIdentity::from_greeting(&handshake))
         };
         tokio::time::timeout(timeout, probe)

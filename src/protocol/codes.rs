@@ -111,6 +111,16 @@ impl SqlError {
         )
     }
 
+    /// MySQL's and MariaDB's answer to a plaintext login when TLS is required (MariaDB's
+    /// SQL state: the connection is rejected).
+    pub fn secure_transport_required() -> Self {
+        Self::new(
+            3159,
+            b"08004",
+            "Connections using insecure transport are prohibited while --require_secure_transport=ON.",
+        )
+    }
+
     pub fn unknown_command(command: u8) -> Self {
         Self::new(1047, b"08S01", format!("Unknown command 0x{command:02x}"))
     }

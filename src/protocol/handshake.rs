@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use mysql_common::constants::{CapabilityFlags, StatusFlags};
 use mysql_common::io::ParseBuf;
-use mysql_common::packets::{AuthPlugin, HandshakePacket, HandshakeResponse};
+use mysql_common::packets::{AuthPlugin, HandshakePacket, HandshakeResponse, SslRequest};
 use mysql_common::proto::{MyDeserialize, MySerialize};
 use rand::Rng;
 
@@ -136,6 +136,29 @@ pub enum HelloError {
     Malformed(String),
 }
 
+/// An SSLRequest is the first 32 bytes of a handshake response and nothing more, with
+/// CLIENT_SSL set (MySQL Internals, "Protocol::SSLRequest").
+pub fn is_ssl_request(payload: &[u8]) -> bool {
+    payload.len() == 32
+        && CapabilityFlags::from_bits_truncate(u32::from_le_bytes(
+            payload[..4].try_into().expect("4 bytes"),
+        ))
+        .contains(CapabilityFlags::CLIENT_SSL | CapabilityFlags::CLIENT_PROTOCOL_41)
+}
+
+/// The SSL request the proxy sends a backend before switching to TLS: the handshake
+/// response's fixed part, with the capabilities it will log in with.
+pub fn backend_ssl_request(login: &BackendLogin) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32);
+    SslRequest::new(
+        login.capabilities | CapabilityFlags::CLIENT_SSL,
+        login.max_packet_size,
+        login.collation,
+    )
+    .serialize(&mut out);
+    out
+}
+
 pub fn parse_client_hello(payload: &[u8]) -> Result<ClientHello, HelloError> {
     if payload.len() < 4 {
         return Err(HelloError::Malformed("too short".into()));
@@ -146,8 +169,7 @@ pub fn parse_client_hello(payload: &[u8]) -> Result<ClientHello, HelloError> {
     if !flags.contains(CapabilityFlags::CLIENT_PROTOCOL_41) {
         return Err(HelloError::OldProtocol);
     }
-    // An SSLRequest is the first 32 bytes of a handshake response and nothing more.
-    if flags.contains(CapabilityFlags::CLIENT_SSL) && payload.len() == 32 {
+    if is_ssl_request(payload) {
         return Err(HelloError::TlsRequested);
     }
     let hello = HandshakeResponse::deserialize((), &mut ParseBuf(payload))
@@ -166,7 +188,7 @@ pub fn parse_client_hello(payload: &[u8]) -> Result<ClientHello, HelloError> {
 }
 
 /// Everything the proxy needs to log a client in to a backend in that client's name.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BackendLogin {
     pub user: String,
     pub password: String,
@@ -179,12 +201,24 @@ pub struct BackendLogin {
     pub connect_attributes: Option<HashMap<String, String>>,
 }
 
+impl std::fmt::Debug for BackendLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendLogin")
+            .field("user", &self.user)
+            .field("database", &self.database)
+            .field("capabilities", &self.capabilities)
+            .field("collation", &self.collation)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The handshake response the proxy sends a backend.
 pub fn backend_hello_payload(
     login: &BackendLogin,
     server_version: (u16, u16, u16),
     plugin: AuthPlugin<'_>,
     auth_data: &[u8],
+    over_tls: bool,
 ) -> Vec<u8> {
     let response = HandshakeResponse::new(
         Some(auth_data),
@@ -192,7 +226,11 @@ pub fn backend_hello_payload(
         Some(login.user.as_bytes()),
         login.database.as_deref().map(str::as_bytes),
         Some(plugin),
-        login.capabilities,
+        if over_tls {
+            login.capabilities | CapabilityFlags::CLIENT_SSL
+        } else {
+            login.capabilities
+        },
         login.connect_attributes.clone(),
         login.max_packet_size,
     );
@@ -264,6 +302,7 @@ mod tests {
             (10, 11, 0),
             AuthPlugin::MysqlNativePassword,
             &[7; 20],
+            false,
         );
         let hello = parse_client_hello(&payload).unwrap();
         assert_eq!(hello.collation, 8);
@@ -271,6 +310,22 @@ mod tests {
         assert_eq!(hello.database.as_deref(), Some("shop"));
         assert_eq!(hello.auth_response, vec![7; 20]);
         assert_eq!(hello.auth_plugin.as_deref(), Some(NATIVE_PASSWORD));
+        assert!(!hello.capabilities.contains(CapabilityFlags::CLIENT_SSL));
+
+        // Over TLS the request before the switch is the response's first 32 bytes.
+        let request = backend_ssl_request(&login);
+        assert!(is_ssl_request(&request));
+        let after = backend_hello_payload(
+            &login,
+            (10, 11, 0),
+            AuthPlugin::MysqlNativePassword,
+            &[7; 20],
+            true,
+        );
+        assert_eq!(&after[..32], &request[..]);
+        assert!(!is_ssl_request(&after));
+        let hello = parse_client_hello(&after).unwrap();
+        assert!(hello.capabilities.contains(CapabilityFlags::CLIENT_SSL));
         assert_eq!(hello.connect_attributes.unwrap()["_client_name"], "x");
     }
 

@@ -62,6 +62,10 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
         &self.inner
     }
 
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
     /// The bytes read from the socket and not yet consumed.
     pub fn buffered(&self) -> &[u8] {
         &self.buf
@@ -157,6 +161,34 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
     }
 }
 
+/// Reads one packet of at most `max_len` bytes (less than a frame) straight from `stream`
+/// without reading a byte past its end: the packet after which a connection may switch to
+/// TLS, whose first bytes must stay in the socket for the TLS handshake.
+pub async fn read_packet_exact<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    max_len: usize,
+) -> Result<Packet, PacketError> {
+    debug_assert!(max_len < MAX_FRAME);
+    let mut header = [0u8; HEADER_LEN];
+    let mut got = 0;
+    while got < HEADER_LEN {
+        match stream.read(&mut header[got..]).await? {
+            0 if got == 0 => return Err(PacketError::Closed),
+            0 => return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into()),
+            n => got += n,
+        }
+    }
+    let (len, seq) = frame_header(&header).expect("header read");
+    check_len(len, max_len)?;
+    let mut payload = BytesMut::zeroed(len);
+    stream.read_exact(&mut payload).await?;
+    Ok(Packet {
+        seq,
+        last_seq: seq,
+        payload,
+    })
+}
+
 fn check_len(len: usize, max: usize) -> Result<(), PacketError> {
     if len > max {
         Err(PacketError::TooLarge { len, max })
@@ -215,10 +247,13 @@ impl<W: AsyncWrite + Unpin> PacketWriter<W> {
         self.buf.len()
     }
 
+    /// Writes what is queued. The stream is flushed too: TLS keeps records it could not
+    /// send yet in its own buffer, which only a flush pushes out (on TCP it costs nothing).
     pub async fn flush(&mut self) -> std::io::Result<()> {
         if !self.buf.is_empty() {
             self.inner.write_all(&self.buf).await?;
             self.buf.clear();
+            self.inner.flush().await?;
         }
         Ok(())
     }
@@ -226,7 +261,8 @@ impl<W: AsyncWrite + Unpin> PacketWriter<W> {
     /// Writes already-framed bytes straight through, after anything queued.
     pub async fn write_through(&mut self, framed: &[u8]) -> std::io::Result<()> {
         self.flush().await?;
-        self.inner.write_all(framed).await
+        self.inner.write_all(framed).await?;
+        self.inner.flush().await
     }
 
     pub async fn shutdown(&mut self) -> std::io::Result<()> {
@@ -259,6 +295,53 @@ mod tests {
                 ok => out.push(ok),
             }
         }
+    }
+
+    /// A stream that holds written bytes until flushed, as TLS does when the socket is full:
+    /// a packet sent must not stay there.
+    #[tokio::test]
+    async fn sent_packets_do_not_wait_in_the_stream_for_a_flush() {
+        let mut writer = PacketWriter::new(tokio::io::BufWriter::new(Vec::new()));
+        writer
+            .send(0, b"\x00\x00\x00\x02\x00\x00\x00")
+            .await
+            .unwrap();
+        writer.write_through(&[1, 0, 0, 1, 0xfe]).await.unwrap();
+        let delivered = writer.into_inner().into_inner();
+        assert_eq!(
+            delivered,
+            b"\x07\x00\x00\x00\x00\x00\x00\x02\x00\x00\x00\x01\x00\x00\x01\xfe"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_exact_read_leaves_what_follows_the_packet() {
+        let mut wire = Vec::new();
+        encode_packet(&mut wire, 1, &[0xAB; 32]);
+        wire.extend_from_slice(b"\x16\x03\x01 TLS client hello");
+        let mut stream = &wire[..];
+        let packet = read_packet_exact(&mut stream, 1024).await.unwrap();
+        assert_eq!((packet.seq, packet.payload.len()), (1, 32));
+        assert_eq!(stream, b"\x16\x03\x01 TLS client hello");
+
+        let mut huge = &[0xFF, 0xFF, 0xFF, 0x01][..];
+        assert!(matches!(
+            read_packet_exact(&mut huge, 1024).await,
+            Err(PacketError::TooLarge {
+                len: MAX_FRAME,
+                max: 1024
+            })
+        ));
+        let mut empty = &[][..];
+        assert!(matches!(
+            read_packet_exact(&mut empty, 1024).await,
+            Err(PacketError::Closed)
+        ));
+        let mut cut = &[10, 0, 0, 1, b'x'][..];
+        assert!(matches!(
+            read_packet_exact(&mut cut, 1024).await,
+            Err(PacketError::Io(_))
+        ));
     }
 
     #[tokio::test]

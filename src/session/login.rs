@@ -10,20 +10,22 @@ use std::sync::Arc;
 use tracing::{debug, info, warn};
 
 use super::change_user::ChangeUser;
+use super::transport::FirstAnswer;
 use super::{Session, SessionError};
 use crate::auth::FrontendPlugin;
 use crate::backend::{BackendConn, BackendError, Connected};
 use crate::protocol::codes::SqlError;
-use crate::protocol::handshake::{
-    BackendLogin, HelloError, greeting_payload, ok_status_flags, parse_client_hello,
-};
+use crate::protocol::handshake::{BackendLogin, HelloError, ok_status_flags, parse_client_hello};
+use crate::protocol::packet::PacketError;
 use crate::topology::Backend;
 
 /// Handshake packets are small; a client sending more is not a MySQL client.
-const MAX_HANDSHAKE_PACKET: usize = 64 * 1024;
+pub(super) const MAX_HANDSHAKE_PACKET: usize = 64 * 1024;
 
 /// caching_sha2_password's "fast authentication succeeded" message.
 const FAST_AUTH_OK: [u8; 2] = [0x01, 0x03];
+/// caching_sha2_password's request for the password itself.
+const PERFORM_FULL_AUTH: [u8; 2] = [0x01, 0x04];
 
 /// The backend connection a login opened: the primary's, or a replica's while the primary
 /// is down.
@@ -44,22 +46,29 @@ struct Credentials<'a> {
 impl Session {
     /// Greets the client, authenticates it and opens its connection to the primary; returns
     /// it with the status flags of the primary's OK.
-    pub(super) async fn login(&mut self) -> Result<Opened, SessionError> {
+    pub(super) async fn login(
+        &mut self,
+        first_answer: FirstAnswer,
+    ) -> Result<Opened, SessionError> {
         let identity = self.shared.identity().await;
-        let plugin = self.shared.config().auth_plugin;
-        let greeting = greeting_payload(&identity, self.id, &self.scramble, plugin.name());
-        self.client_out
-            .send(0, &greeting)
-            .await
-            .map_err(SessionError::ClientIo)?;
-
-        let packet = match self
-            .client_in
-            .read_packet_seq(1, MAX_HANDSHAKE_PACKET)
-            .await
-        {
+        let (expected_seq, read) = match first_answer {
+            FirstAnswer::Tls => (
+                2,
+                self.client_in
+                    .read_packet_seq(2, MAX_HANDSHAKE_PACKET)
+                    .await,
+            ),
+            FirstAnswer::Plain(read) => (
+                1,
+                read.and_then(|packet| match packet.seq {
+                    1 => Ok(packet),
+                    got => Err(PacketError::OutOfOrder { expected: 1, got }),
+                }),
+            ),
+        };
+        let packet = match read {
             Ok(packet) => packet,
-            Err(e) => return Err(self.client_packet_error(e, 1).await),
+            Err(e) => return Err(self.client_packet_error(e, expected_seq).await),
         };
         let seq = packet.last_seq.wrapping_add(1);
         let hello = match parse_client_hello(&packet.payload) {
@@ -75,6 +84,17 @@ impl Session {
             }
         };
         tracing::Span::current().record("user", hello.user.as_str());
+        let tls_required = self
+            .shared
+            .config()
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.required);
+        if tls_required && !self.client_in.get_ref().is_tls() {
+            info!("plaintext login refused: TLS is required");
+            let err = SqlError::secure_transport_required();
+            return Err(self.fail_client(seq, err).await);
+        }
         self.capabilities = hello.capabilities & identity.capabilities;
         // Without CLIENT_PLUGIN_AUTH a 4.1 client answers with a native-password scramble.
         let plugin_name = if hello
@@ -228,11 +248,17 @@ impl Session {
         backend: &Backend,
         login: &BackendLogin,
     ) -> Result<Connected, BackendError> {
-        let timeout = self.shared.config().connect_timeout;
+        let config = self.shared.config();
         if !backend.available() {
             return Err(BackendError::Paused(backend.blocked_for()));
         }
-        match BackendConn::connect(&backend.endpoint, login, timeout).await {
+        let connecting = BackendConn::connect(
+            &backend.endpoint,
+            login,
+            &config.backend_tls,
+            config.connect_timeout,
+        );
+        match connecting.await {
             Ok(connected) => {
                 backend.connect_succeeded();
                 self.shared.learn_identity(&connected.identity);
@@ -284,21 +310,15 @@ impl Session {
                 target
             }
         };
-        let verified = account
-            .as_ref()
-            .filter(|a| plugin.verify(&self.scramble, &a.password, &response));
-        let Some(account) = verified else {
-            warn!(
-                user = credentials.user,
-                known_user = account.is_some(),
-                method = plugin.name(),
-                "authentication failed"
-            );
-            let host = self.peer.ip().to_string();
-            let err = SqlError::access_denied(credentials.user, &host, !response.is_empty());
-            let _ = self.client_out.send(seq, &err.to_payload()).await;
-            return Err(SessionError::AuthFailed(credentials.user.to_owned()));
+        let Some(account) = account else {
+            return Err(self.deny(&credentials, plugin, false, seq, &response).await);
         };
+        let Some(password) = &account.password else {
+            return self.passthrough(&credentials, seq).await;
+        };
+        if !plugin.verify(&self.scramble, password, &response) {
+            return Err(self.deny(&credentials, plugin, true, seq, &response).await);
+        }
         if plugin == FrontendPlugin::CachingSha2Password && !response.is_empty() {
             seq = self
                 .client_out
@@ -306,6 +326,64 @@ impl Session {
                 .await
                 .map_err(SessionError::ClientIo)?;
         }
-        Ok((seq, account.password.clone()))
+        Ok((seq, password.clone()))
+    }
+
+    /// A passthrough user's password comes from the client: caching_sha2_password's full
+    /// authentication, which sends it in clear and so only over TLS. The proxy does not
+    /// check it; the primary does when the proxy logs in with it.
+    async fn passthrough(
+        &mut self,
+        credentials: &Credentials<'_>,
+        seq: u8,
+    ) -> Result<(u8, String), SessionError> {
+        if !self.client_in.get_ref().is_tls() {
+            info!("passthrough user refused: its password may only travel over TLS");
+            let err = SqlError::secure_transport_required();
+            let _ = self.client_out.send(seq, &err.to_payload()).await;
+            return Err(SessionError::AuthFailed(credentials.user.to_owned()));
+        }
+        let seq = self
+            .client_out
+            .send(seq, &PERFORM_FULL_AUTH)
+            .await
+            .map_err(SessionError::ClientIo)?;
+        let reply = match self
+            .client_in
+            .read_packet_seq(seq, MAX_HANDSHAKE_PACKET)
+            .await
+        {
+            Ok(reply) => reply,
+            Err(e) => return Err(self.client_packet_error(e, seq).await),
+        };
+        // The password, NUL-terminated.
+        let clear = reply.payload.strip_suffix(&[0]).unwrap_or(&reply.payload);
+        let Ok(password) = std::str::from_utf8(clear) else {
+            let err = SqlError::malformed_packet("authentication data");
+            return Err(self.fail_client(reply.last_seq.wrapping_add(1), err).await);
+        };
+        Ok((reply.last_seq.wrapping_add(1), password.to_owned()))
+    }
+
+    /// Refuses a login: the client gets "access denied", the log gets user and peer, never
+    /// what the client sent.
+    async fn deny(
+        &mut self,
+        credentials: &Credentials<'_>,
+        plugin: FrontendPlugin,
+        known_user: bool,
+        seq: u8,
+        response: &[u8],
+    ) -> SessionError {
+        warn!(
+            user = credentials.user,
+            known_user,
+            method = plugin.name(),
+            "authentication failed"
+        );
+        let host = self.peer.ip().to_string();
+        let err = SqlError::access_denied(credentials.user, &host, !response.is_empty());
+        let _ = self.client_out.send(seq, &err.to_payload()).await;
+        SessionError::AuthFailed(credentials.user.to_owned())
     }
 }

@@ -8,17 +8,18 @@ mod prepared;
 mod routing;
 mod state;
 mod statements;
+mod transport;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use mysql_common::constants::CapabilityFlags;
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::backend::{BackendError, RelayError, RelayFailure};
 use crate::metrics::{self, CommandKind};
+use crate::net;
 use crate::protocol::codes::{self as codes, SqlError};
 use crate::protocol::handshake::BackendLogin;
 use crate::protocol::packet::{PacketError, PacketReader, PacketWriter};
@@ -52,11 +53,10 @@ pub enum SessionError {
 }
 
 pub struct Session {
-    id: u32,
     peer: SocketAddr,
     shared: Arc<Shared>,
-    client_in: PacketReader<OwnedReadHalf>,
-    client_out: PacketWriter<OwnedWriteHalf>,
+    client_in: PacketReader<net::Reader>,
+    client_out: PacketWriter<net::Writer>,
     /// The scramble sent in the greeting; COM_CHANGE_USER answers are computed from it too.
     scramble: [u8; 20],
     /// Negotiated with the client; every backend connection uses the same.
@@ -113,15 +113,26 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, id: u32, shared: Arc<Share
         let _connected = Connected::new(&shared);
         let shared_stage = shared.shutdown_stage();
         let _ = stream.set_nodelay(true);
-        let (read, write) = stream.into_split();
+        let scramble = crate::protocol::handshake::new_scramble();
+        let (read, write, first_answer) =
+            match transport::open(stream, &shared, id, &scramble).await {
+                Ok(opened) => opened,
+                Err(e @ transport::TransportError::Tls(_)) => {
+                    info!(error = %e, "connection closed");
+                    return;
+                }
+                Err(e) => {
+                    debug!(error = %e, "connection closed");
+                    return;
+                }
+            };
         let history_limit = shared.config().routing.max_session_history;
         let mut session = Session {
-            id,
             peer,
             shared,
             client_in: PacketReader::new(read),
             client_out: PacketWriter::new(write),
-            scramble: crate::protocol::handshake::new_scramble(),
+            scramble,
             capabilities: CapabilityFlags::empty(),
             login: None,
             state: SessionState::new(0, history_limit),
@@ -129,7 +140,7 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, id: u32, shared: Arc<Share
             command: CommandRecord::default(),
             shutdown: shared_stage,
         };
-        match session.serve().await {
+        match session.serve(first_answer).await {
             Ok(()) | Err(SessionError::ClientClosed) => debug!("session ended"),
             Err(SessionError::AuthFailed(_)) => session.shared.metrics.auth_failures.inc(),
             Err(e) => warn!(error = %e, "session ended"),
@@ -140,8 +151,8 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, id: u32, shared: Arc<Share
 }
 
 impl Session {
-    async fn serve(&mut self) -> Result<(), SessionError> {
-        let opened = self.login().await?;
+    async fn serve(&mut self, first_answer: transport::FirstAnswer) -> Result<(), SessionError> {
+        let opened = self.login(first_answer).await?;
         let mut conns = Connections::new(self.shared.backends.load().primary.clone());
         self.state.restart(opened.status);
         conns.adopt(opened);

@@ -257,7 +257,7 @@ impl Session {
         let current = self.shared.backends.load().primary.clone();
         let now = Instant::now();
         let idle = now.duration_since(std::mem::replace(&mut conns.primary_used, now));
-        if let Some(conn) = &conns.primary {
+        if let Some(conn) = &mut conns.primary {
             let same = conns.primary_backend.id == current.id;
             if same && conns.primary_down_seen == current.down_count() && idle < IDLE_CHECK_AFTER {
                 return Ok(Ok(current.id));

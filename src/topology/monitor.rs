@@ -56,6 +56,7 @@ impl Health {
 #[derive(Debug, Clone)]
 pub struct MonitorSettings {
     pub user: MonitorUser,
+    pub tls: crate::tls::MonitorTls,
     pub interval: Duration,
     pub timeout: Duration,
 }
@@ -107,6 +108,7 @@ impl Checker {
             .pass(Some(settings.user.password.clone()))
             .prefer_socket(false)
             .stmt_cache_size(0)
+            .ssl_opts(settings.tls.ssl_opts())
             .tcp_nodelay(true);
         Self {
             opts,

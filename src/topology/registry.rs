@@ -501,6 +501,7 @@ impl Registry {
     fn monitor_settings(&self) -> Option<MonitorSettings> {
         self.health.monitor.as_ref().map(|user| MonitorSettings {
             user: user.clone(),
+            tls: self.health.tls.clone(),
             interval: self.health.check_interval,
             timeout: self.health.check_timeout,
         })

@@ -90,11 +90,22 @@ pub struct Cluster {
     dns: DnsServer,
     /// Which servers are in DNS, by index in `servers`.
     published: Mutex<Vec<bool>>,
+    /// More command-line options for server `k`, at every start.
+    extra_args: Vec<Vec<String>>,
 }
 
 impl Cluster {
     /// Starts a primary and `replicas` replicas on `<net>.1`, `<net>.2`, ... (e.g. "127.0.10").
     pub fn start(net: &str, replicas: usize) -> Result<Self, String> {
+        Self::start_with(net, replicas, vec![])
+    }
+
+    /// Like `start`, with more command-line options for server `k` in `extra_args[k]`.
+    pub fn start_with(
+        net: &str,
+        replicas: usize,
+        extra_args: Vec<Vec<String>>,
+    ) -> Result<Self, String> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/rwsplit-cluster");
         let template = ensure_template(&root)?;
         let dir = root.join(net);
@@ -108,6 +119,7 @@ impl Cluster {
             net: net.to_owned(),
             dns: start_dns(net)?,
             published: Mutex::new(vec![false; replicas + 1]),
+            extra_args,
         };
         for k in 0..=replicas {
             let datadir = dir.join(format!("mysql-{k}"));
@@ -338,6 +350,7 @@ impl Cluster {
         if k > 0 {
             args.push("--read-only=ON".into());
         }
+        args.extend(self.extra_args.get(k).into_iter().flatten().cloned());
         if is_root() {
             args.push("--user=root".into());
         }

@@ -68,6 +68,7 @@ impl RawClient {
             (10, 11, 0),
             AuthPlugin::MysqlNativePassword,
             &scramble,
+            false,
         );
         writer.send(1, &hello).await.expect("send hello");
         loop {
