@@ -284,21 +284,48 @@ impl Session {
                 target
             }
         };
-        let verified = account
+        // An unknown user costs the same scramble computation as a known one, so that the
+        // time to answer does not tell which users exist.
+        let password = account
             .as_ref()
-            .filter(|a| plugin.verify(&self.scramble, &a.password, &response));
+            .map_or("no such user", |a| a.password.as_str());
+        let matches = plugin.verify(&self.scramble, password, &response);
+        let verified = account.as_ref().filter(|_| matches);
+        // Counted before the client hears the verdict, so that its next attempt already
+        // finds the count (and its wait) in place.
+        let ip = self.peer.ip();
         let Some(account) = verified else {
+            let in_a_row = self.shared.limits.login_failed(ip);
             warn!(
                 user = credentials.user,
                 known_user = account.is_some(),
                 method = plugin.name(),
+                failures_in_a_row = in_a_row,
                 "authentication failed"
             );
+            let delay = &config.limits.login_delay;
+            if delay.after > 0 && in_a_row == delay.after {
+                warn!(
+                    "logins from this address failed {in_a_row} times in a row; its connections \
+                     now wait before they are greeted, until one logs in"
+                );
+            }
             let host = self.peer.ip().to_string();
             let err = SqlError::access_denied(credentials.user, &host, !response.is_empty());
             let _ = self.client_out.send(seq, &err.to_payload()).await;
             return Err(SessionError::AuthFailed(credentials.user.to_owned()));
         };
+        self.shared.limits.login_succeeded(ip);
+        // Counted once the password is verified, before a backend connection is opened for
+        // it. A changed user's session stops counting for the previous user first.
+        self.user_slot = None;
+        match self.shared.limits.open_session(credentials.user, &config) {
+            Ok(slot) => self.user_slot = Some(slot),
+            Err(err) => {
+                let _ = self.client_out.send(seq, &err.to_payload()).await;
+                return Err(SessionError::UserLimit(credentials.user.to_owned()));
+            }
+        }
         if plugin == FrontendPlugin::CachingSha2Password && !response.is_empty() {
             seq = self
                 .client_out

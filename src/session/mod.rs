@@ -15,7 +15,7 @@ use std::sync::Arc;
 use mysql_common::constants::CapabilityFlags;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::backend::{BackendError, RelayError, RelayFailure};
 use crate::metrics::{self, CommandKind};
@@ -49,6 +49,13 @@ pub enum SessionError {
     Relay { name: String, failure: RelayFailure },
     #[error("connection to the primary {name} lost while the session held {held}")]
     PrimaryLost { name: String, held: &'static str },
+    #[error("login not completed within handshake_timeout ({0:?})")]
+    HandshakeTimeout(std::time::Duration),
+    #[error("no command for idle_timeout ({0:?})")]
+    IdleTimeout(std::time::Duration),
+    /// The client was sent the limit's error.
+    #[error("user '{0}' holds as many sessions as it may")]
+    UserLimit(String),
 }
 
 pub struct Session {
@@ -62,6 +69,8 @@ pub struct Session {
     /// Negotiated with the client; every backend connection uses the same.
     capabilities: CapabilityFlags,
     login: Option<BackendLogin>,
+    /// The session as its user's limit counts it; set once the password is verified.
+    user_slot: Option<crate::limits::UserSlot>,
     /// What the session set up that routing depends on.
     state: SessionState,
     statements: Statements,
@@ -114,26 +123,30 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, id: u32, shared: Arc<Share
         let shared_stage = shared.shutdown_stage();
         let _ = stream.set_nodelay(true);
         let (read, write) = stream.into_split();
-        let history_limit = shared.config().routing.max_session_history;
+        let config = shared.config();
+        let history_limit = config.routing.max_session_history;
+        let mut client_in = PacketReader::new(read);
+        client_in.set_read_timeout(Some(config.limits.read_timeout));
+        let mut client_out = PacketWriter::new(write);
+        client_out.set_write_timeout(Some(config.limits.write_timeout));
+        drop(config);
         let mut session = Session {
             id,
             peer,
             shared,
-            client_in: PacketReader::new(read),
-            client_out: PacketWriter::new(write),
+            client_in,
+            client_out,
             scramble: crate::protocol::handshake::new_scramble(),
             capabilities: CapabilityFlags::empty(),
             login: None,
+            user_slot: None,
             state: SessionState::new(0, history_limit),
             statements: Statements::default(),
             command: CommandRecord::default(),
             shutdown: shared_stage,
         };
-        match session.serve().await {
-            Ok(()) | Err(SessionError::ClientClosed) => debug!("session ended"),
-            Err(SessionError::AuthFailed(_)) => session.shared.metrics.auth_failures.inc(),
-            Err(e) => warn!(error = %e, "session ended"),
-        }
+        let result = session.serve().await;
+        session.ended(result);
     }
     .instrument(span)
     .await
@@ -141,7 +154,25 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, id: u32, shared: Arc<Share
 
 impl Session {
     async fn serve(&mut self) -> Result<(), SessionError> {
-        let opened = self.login().await?;
+        let limits = self.shared.config().limits.clone();
+        let wait = self
+            .shared
+            .limits
+            .login_delay(self.peer.ip(), &limits.login_delay);
+        if !wait.is_zero() {
+            info!(
+                ?wait,
+                "client address failed to log in repeatedly; greeting delayed"
+            );
+            self.shared.metrics.login_delays.inc();
+            tokio::time::sleep(wait).await;
+        }
+        // The whole connection phase, greeting to the final OK, is bounded here and only
+        // here, as a server's connect_timeout bounds it.
+        let opened = match tokio::time::timeout(limits.handshake_timeout, self.login()).await {
+            Ok(opened) => opened?,
+            Err(_) => return Err(self.handshake_timed_out(limits.handshake_timeout).await),
+        };
         let mut conns = Connections::new(self.shared.backends.load().primary.clone());
         self.state.restart(opened.status);
         conns.adopt(opened);
@@ -253,9 +284,76 @@ impl Session {
             .command(route, record.kind, started.elapsed());
     }
 
+    /// Logs how the session ended and counts what the metrics count.
+    fn ended(&self, result: Result<(), SessionError>) {
+        let metrics = &self.shared.metrics;
+        let timed_out = |e: &std::io::Error| e.kind() == std::io::ErrorKind::TimedOut;
+        match result {
+            Ok(()) | Err(SessionError::ClientClosed) => debug!("session ended"),
+            Err(SessionError::AuthFailed(_)) => metrics.auth_failures.inc(),
+            Err(e @ SessionError::HandshakeTimeout(_)) => {
+                metrics.rejected(metrics::Rejection::HandshakeTimeout);
+                info!(error = %e, "session ended");
+            }
+            Err(e @ SessionError::UserLimit(_)) => {
+                metrics.rejected(metrics::Rejection::UserConnections);
+                warn!(error = %e, "client refused");
+            }
+            Err(e @ SessionError::IdleTimeout(_)) => {
+                metrics.timed_out(metrics::Timeout::Idle);
+                info!(error = %e, "session closed");
+            }
+            Err(SessionError::ClientIo(e)) if timed_out(&e) => {
+                metrics.timed_out(metrics::Timeout::Read);
+                warn!("session closed: a packet from the client stalled for read_timeout");
+            }
+            Err(SessionError::Relay { failure, .. }) if matches!(&failure.error, RelayError::Client(e) if timed_out(e)) =>
+            {
+                metrics.timed_out(metrics::Timeout::Write);
+                warn!("session closed: the client took no answer for write_timeout");
+            }
+            // Before a login, a client that leaves or speaks no MySQL is a port scan, a
+            // TCP health check or a flood: one line each at warn would flood the logs.
+            Err(e @ (SessionError::ClientIo(_) | SessionError::ClientProtocol(_)))
+                if self.login.is_none() =>
+            {
+                info!(error = %e, "connection closed before a login");
+            }
+            Err(e) => warn!(error = %e, "session ended"),
+        }
+    }
+
+    /// The login took longer than `handshake_timeout`. Where the client is waiting for the
+    /// proxy's verdict (its last packet is the newest), it gets ER_HANDSHAKE_ERROR; where
+    /// the proxy is waiting for the client, the connection just closes, as a server's does
+    /// after a read timeout: the protocol has no place for a packet there.
+    async fn handshake_timed_out(&mut self, limit: std::time::Duration) -> SessionError {
+        let owed = self
+            .client_in
+            .last_seq()
+            .filter(|&seq| seq >= self.client_out.next_seq());
+        if let Some(seq) = owed
+            && self.client_out.pending() == 0
+        {
+            let err = SqlError::handshake(&format!("login not completed within {limit:?}"));
+            let _ = self
+                .client_out
+                .send(seq.wrapping_add(1), &err.to_payload())
+                .await;
+        }
+        let _ = self.client_out.shutdown().await;
+        SessionError::HandshakeTimeout(limit)
+    }
+
     /// Waits for the client to send something. `false` when the proxy is shutting down and
-    /// the session holds no transaction: it ends between commands, never inside one.
+    /// the session holds no transaction: it ends between commands, never inside one. A
+    /// client quiet for `idle_timeout` is sent ER_CLIENT_INTERACTION_TIMEOUT with sequence
+    /// id 0, as MySQL 8.0.24 and later do, and the connection closes: clients that know
+    /// the error report it, the others see the connection end, as with MariaDB.
     async fn next_command_arrives(&mut self) -> Result<bool, SessionError> {
+        let idle_timeout = self.shared.config().limits.idle_timeout;
+        let idle = tokio::time::sleep(idle_timeout);
+        tokio::pin!(idle);
         loop {
             if *self.shutdown.borrow_and_update() != Stage::Serving
                 && !self.state.holds_transaction()
@@ -272,6 +370,12 @@ impl Session {
                 }
                 // Should the sender be gone, this branch is off and only the client counts.
                 Ok(()) = self.shutdown.changed() => {}
+                () = &mut idle => {
+                    let err = SqlError::idle_timeout(idle_timeout);
+                    let _ = self.client_out.send(0, &err.to_payload()).await;
+                    let _ = self.client_out.shutdown().await;
+                    return Err(SessionError::IdleTimeout(idle_timeout));
+                }
             }
         }
     }
