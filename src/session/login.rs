@@ -291,10 +291,10 @@ impl Session {
             .map_or("no such user", |a| a.password.as_str());
         let matches = plugin.verify(&self.scramble, password, &response);
         let verified = account.as_ref().filter(|_| matches);
-        // Counted before the client hears the verdict, so that its next attempt already
-        // finds the count (and its wait) in place.
         let ip = self.peer.ip();
         let Some(account) = verified else {
+            // Counted before the client hears the verdict, so that its next attempt already
+            // finds the count (and its wait) in place.
             let in_a_row = self.shared.limits.login_failed(ip);
             warn!(
                 user = credentials.user,

@@ -27,6 +27,23 @@ use connections::Connections;
 use state::{SessionEffect, SessionState};
 use statements::Statements;
 
+/// Which of `read_timeout` (a packet stalled) and `write_timeout` (no answer taken) ended
+/// a session, if one did.
+fn client_timeout(error: &SessionError) -> Option<metrics::Timeout> {
+    let timed_out = |e: &std::io::Error| e.kind() == std::io::ErrorKind::TimedOut;
+    match error {
+        SessionError::ClientIo(e) if timed_out(e) => Some(metrics::Timeout::Read),
+        SessionError::Relay { failure, .. } => match &failure.error {
+            RelayError::Client(e) if timed_out(e) => Some(metrics::Timeout::Write),
+            RelayError::ClientProtocol(PacketError::Io(e)) if timed_out(e) => {
+                Some(metrics::Timeout::Read)
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// How long, and how much input, a connection closed for a protocol violation is drained.
 const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 const LINGER_MAX_BYTES: usize = 64 << 20;
@@ -287,7 +304,6 @@ impl Session {
     /// Logs how the session ended and counts what the metrics count.
     fn ended(&self, result: Result<(), SessionError>) {
         let metrics = &self.shared.metrics;
-        let timed_out = |e: &std::io::Error| e.kind() == std::io::ErrorKind::TimedOut;
         match result {
             Ok(()) | Err(SessionError::ClientClosed) => debug!("session ended"),
             Err(SessionError::AuthFailed(_)) => metrics.auth_failures.inc(),
@@ -303,23 +319,23 @@ impl Session {
                 metrics.timed_out(metrics::Timeout::Idle);
                 info!(error = %e, "session closed");
             }
-            Err(SessionError::ClientIo(e)) if timed_out(&e) => {
-                metrics.timed_out(metrics::Timeout::Read);
-                warn!("session closed: a packet from the client stalled for read_timeout");
-            }
-            Err(SessionError::Relay { failure, .. }) if matches!(&failure.error, RelayError::Client(e) if timed_out(e)) =>
-            {
-                metrics.timed_out(metrics::Timeout::Write);
-                warn!("session closed: the client took no answer for write_timeout");
-            }
-            // Before a login, a client that leaves or speaks no MySQL is a port scan, a
-            // TCP health check or a flood: one line each at warn would flood the logs.
-            Err(e @ (SessionError::ClientIo(_) | SessionError::ClientProtocol(_)))
-                if self.login.is_none() =>
-            {
-                info!(error = %e, "connection closed before a login");
-            }
-            Err(e) => warn!(error = %e, "session ended"),
+            Err(e) => match client_timeout(&e) {
+                Some(timeout) => {
+                    metrics.timed_out(timeout);
+                    warn!(error = %e, "session closed: the client stalled");
+                }
+                // Before a login, a client that leaves or speaks no MySQL is a port scan, a
+                // TCP health check or a flood: one line each at warn would flood the logs.
+                None if self.login.is_none()
+                    && matches!(
+                        e,
+                        SessionError::ClientIo(_) | SessionError::ClientProtocol(_)
+                    ) =>
+                {
+                    info!(error = %e, "connection closed before a login");
+                }
+                None => warn!(error = %e, "session ended"),
+            },
         }
     }
 
