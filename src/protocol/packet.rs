@@ -52,8 +52,9 @@ pub fn frame_header(buf: &[u8]) -> Option<(usize, u8)> {
 pub struct PacketReader<R> {
     inner: R,
     buf: BytesMut,
-    /// How long a packet that has begun may go without a byte arriving (MySQL's
-    /// `net_read_timeout`); `None`: forever.
+    /// How long a read for a packet that is due (`fill`, `read_packet`) may go without a
+    /// byte arriving (MySQL's `net_read_timeout`); `read_more`, the wait for a peer that
+    /// owes nothing, is not bounded by it. `None`: forever.
     read_timeout: Option<std::time::Duration>,
     /// Sequence id of the last frame of the last packet `read_packet` returned.
     last_seq: Option<u8>,
