@@ -12,11 +12,26 @@ use crate::auth::FrontendPlugin;
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:3306";
 pub const DEFAULT_PRIMARY: &str = "mysql-0.mysql:3306";
-pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Each session holds about 32 KiB of buffers per socket (client, primary, replicas) and
+/// its own connection to the primary, whose `max_connections` is 151 by default: a
+/// thousand sessions fit the Deployment's 256 MiB with room for result streaming.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// MySQL 8's default `max_allowed_packet`.
 pub const DEFAULT_MAX_PACKET_SIZE: usize = 64 << 20;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// MySQL's `connect_timeout`.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// MySQL's `wait_timeout`.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(8 * 3600);
+/// MySQL's `net_read_timeout` and `net_write_timeout`.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// MySQL's connection_control plugin: delays begin after 3 failures in a row, 1 s more
+/// per failure.
+pub const DEFAULT_LOGIN_DELAY_AFTER: u32 = 3;
+pub const DEFAULT_LOGIN_DELAY: Duration = Duration::from_secs(1);
+pub const DEFAULT_LOGIN_MAX_DELAY: Duration = Duration::from_secs(30);
 const MAX_PACKET_SIZE_LIMIT: usize = 1 << 30;
 pub const DEFAULT_MAX_SESSION_HISTORY: usize = 256;
 pub const DEFAULT_HEADLESS_SERVICE: &str = "mysql";
@@ -92,6 +107,14 @@ pub struct ProxySection {
     pub connect_timeout: Option<String>,
     pub auth_plugin: Option<String>,
     pub drain_timeout: Option<String>,
+    pub max_user_connections: Option<usize>,
+    pub handshake_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub read_timeout: Option<String>,
+    pub write_timeout: Option<String>,
+    pub login_delay_after: Option<u32>,
+    pub login_delay: Option<String>,
+    pub login_max_delay: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -131,6 +154,7 @@ pub struct UserSection {
     /// No password is stored: the client sends it (over TLS) and the server checks it.
     pub passthrough: Option<bool>,
     pub auth_plugin: Option<String>,
+    pub max_connections: Option<usize>,
 }
 
 /// Settings given on the command line; each replaces the file's value.
@@ -166,6 +190,8 @@ pub struct User {
     pub password: Option<String>,
     /// The method this user must authenticate with; `None` accepts either.
     pub auth_plugin: Option<FrontendPlugin>,
+    /// Sessions this user may hold at once; `None`: `max_user_connections` applies.
+    pub max_connections: Option<usize>,
 }
 
 /// The validated configuration the proxy runs with.
@@ -180,6 +206,7 @@ pub struct Config {
     pub max_connections: usize,
     pub max_packet_size: usize,
     pub connect_timeout: Duration,
+    pub limits: ClientLimits,
     /// Offered in the greeting; clients answering with the other supported method are
     /// accepted too, unless the user names one.
     pub auth_plugin: FrontendPlugin,
@@ -199,7 +226,48 @@ impl std::fmt::Debug for User {
         f.debug_struct("User")
             .field("passthrough", &self.password.is_none())
             .field("auth_plugin", &self.auth_plugin)
+            .field("max_connections", &self.max_connections)
             .finish_non_exhaustive()
+    }
+}
+
+/// What one client may hold, and how long it may keep the proxy waiting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Sessions one user may hold at once, for users without a limit of their own; 0: no
+    /// limit.
+    pub max_user_connections: usize,
+    /// From accepting a client to the end of its login.
+    pub handshake_timeout: Duration,
+    /// Between commands; a session quiet for longer is closed.
+    pub idle_timeout: Duration,
+    /// A packet the client has begun must go on arriving: no byte for this long ends it.
+    pub read_timeout: Duration,
+    /// An answer must go on leaving: a client that takes none of it for this long is
+    /// disconnected.
+    pub write_timeout: Duration,
+    pub login_delay: LoginDelay,
+}
+
+/// A growing wait for clients whose address failed to log in several times in a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginDelay {
+    /// Failures in a row after which new connections from the address wait; 0: never.
+    pub after: u32,
+    /// The first wait, and how much each further failure adds.
+    pub step: Duration,
+    pub max: Duration,
+}
+
+impl LoginDelay {
+    /// How long a client from an address that failed `failures` times in a row waits.
+    pub fn for_failures(&self, failures: u32) -> Duration {
+        if self.after == 0 || failures < self.after {
+            return Duration::ZERO;
+        }
+        self.step
+            .saturating_mul(failures - self.after + 1)
+            .min(self.max)
     }
 }
 
@@ -385,6 +453,47 @@ impl Config {
             None => FrontendPlugin::NativePassword,
             Some(name) => plugin_or_problem("proxy.auth_plugin", name, &mut problems),
         };
+        let mut timeout = |at: &str, text: &Option<String>, default: Duration| {
+            duration_setting(at, text.as_deref(), default, &mut problems)
+        };
+        let limits = ClientLimits {
+            max_user_connections: proxy.max_user_connections.unwrap_or(0),
+            handshake_timeout: timeout(
+                "proxy.handshake_timeout",
+                &proxy.handshake_timeout,
+                DEFAULT_HANDSHAKE_TIMEOUT,
+            ),
+            idle_timeout: timeout(
+                "proxy.idle_timeout",
+                &proxy.idle_timeout,
+                DEFAULT_IDLE_TIMEOUT,
+            ),
+            read_timeout: timeout(
+                "proxy.read_timeout",
+                &proxy.read_timeout,
+                DEFAULT_READ_TIMEOUT,
+            ),
+            write_timeout: timeout(
+                "proxy.write_timeout",
+                &proxy.write_timeout,
+                DEFAULT_WRITE_TIMEOUT,
+            ),
+            login_delay: LoginDelay {
+                after: proxy.login_delay_after.unwrap_or(DEFAULT_LOGIN_DELAY_AFTER),
+                step: timeout("proxy.login_delay", &proxy.login_delay, DEFAULT_LOGIN_DELAY),
+                max: timeout(
+                    "proxy.login_max_delay",
+                    &proxy.login_max_delay,
+                    DEFAULT_LOGIN_MAX_DELAY,
+                ),
+            },
+        };
+        if limits.login_delay.max < limits.login_delay.step {
+            problems.push(format!(
+                "proxy.login_max_delay ({:?}) is shorter than proxy.login_delay ({:?})",
+                limits.login_delay.max, limits.login_delay.step
+            ));
+        }
 
         let discovery_section = file.discovery;
         let explicit_primary = match (&overrides.primary, file.primary) {
@@ -548,6 +657,11 @@ impl Config {
                 .auth_plugin
                 .as_deref()
                 .map(|name| plugin_or_problem(&format!("{at}.auth_plugin"), name, &mut problems));
+            if section.max_connections == Some(0) {
+                problems.push(format!(
+                    "{at}.max_connections must be at least 1; leave it out for proxy.max_user_connections to apply"
+                ));
+            }
             if section.passthrough == Some(true) {
                 if section.password.is_some()
                     || section.password_env.is_some()
@@ -568,6 +682,7 @@ impl Config {
                     User {
                         password: None,
                         auth_plugin: Some(FrontendPlugin::CachingSha2Password),
+                        max_connections: section.max_connections,
                     },
                 );
             } else if let Some(password) = user_password(&section, &at, env, &mut problems) {
@@ -576,6 +691,7 @@ impl Config {
                     User {
                         password: Some(password),
                         auth_plugin,
+                        max_connections: section.max_connections,
                     },
                 );
             }
@@ -634,6 +750,7 @@ impl Config {
             max_connections,
             max_packet_size,
             connect_timeout,
+            limits,
             auth_plugin,
             primary,
             replicas,
@@ -1056,6 +1173,54 @@ mod tests {
             "users[1] ('b'): set only one",
             "MISSING, which is not set",
             "cannot read password_file /nonexistent/pw",
+        ];
+        for needle in expect {
+            assert!(
+                found.iter().any(|p| p.contains(needle)),
+                "no problem mentions {needle:?}: {found:#?}"
+            );
+        }
+        assert_eq!(found.len(), expect.len(), "{found:#?}");
+    }
+
+    #[test]
+    fn client_limits_and_their_defaults() {
+        let users = "[[users]]\nname = 'app'\npassword = 'pw'\n";
+        let config = Config::from_file(parse(users), &Overrides::default(), &env).unwrap();
+        let limits = &config.limits;
+        assert_eq!(config.max_connections, 1024);
+        assert_eq!(limits.max_user_connections, 0);
+        assert_eq!(limits.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(limits.idle_timeout, Duration::from_secs(28800));
+        assert_eq!(limits.read_timeout, Duration::from_secs(30));
+        assert_eq!(limits.write_timeout, Duration::from_secs(60));
+        assert_eq!(config.users["app"].max_connections, None);
+        let delay = limits.login_delay;
+        let waits: Vec<u64> = (0..8).map(|n| delay.for_failures(n).as_secs()).collect();
+        assert_eq!(waits, [0, 0, 0, 1, 2, 3, 4, 5]);
+        assert_eq!(delay.for_failures(1000), Duration::from_secs(30));
+
+        let text = "[proxy]\nmax_user_connections = 20\nhandshake_timeout = '2s'\n\
+                    idle_timeout = '10m'\nlogin_delay_after = 0\n\
+                    [[users]]\nname = 'app'\npassword = 'pw'\nmax_connections = 5\n";
+        let config = Config::from_file(parse(text), &Overrides::default(), &env).unwrap();
+        assert_eq!(config.limits.max_user_connections, 20);
+        assert_eq!(config.limits.handshake_timeout, Duration::from_secs(2));
+        assert_eq!(config.limits.idle_timeout, Duration::from_secs(600));
+        assert_eq!(config.users["app"].max_connections, Some(5));
+        assert_eq!(
+            config.limits.login_delay.for_failures(100),
+            Duration::ZERO,
+            "0 turns the delay off"
+        );
+
+        let text = "[proxy]\nidle_timeout = '0s'\nlogin_delay = '5s'\nlogin_max_delay = '1s'\n\
+                    [[users]]\nname = 'app'\npassword = 'pw'\nmax_connections = 0\n";
+        let found = problems(text, &Overrides::default());
+        let expect = [
+            "proxy.idle_timeout must be more than zero",
+            "proxy.login_max_delay",
+            "users[0] ('app').max_connections must be at least 1",
         ];
         for needle in expect {
             assert!(

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod backend;
 pub mod classify;
 pub mod config;
+pub mod limits;
 pub mod metrics;
 pub mod net;
 pub mod protocol;

@@ -135,6 +135,25 @@ fn main() -> ExitCode {
             ),
             None => println!("  monitor:  off (no monitor_user): replication lag is not checked"),
         }
+        let limits = &config.limits;
+        let per_user = match limits.max_user_connections {
+            0 => "no per-user limit".to_owned(),
+            n => format!("{n} per user"),
+        };
+        let delay = &limits.login_delay;
+        let login_delay = match delay.after {
+            0 => "off".to_owned(),
+            n => format!("after {n} failures, {:?} up to {:?}", delay.step, delay.max),
+        };
+        println!(
+            "  limits:   {} connections, {per_user}; timeouts: handshake {:?}, idle {:?}, \
+             read {:?}, write {:?}; login delay {login_delay}",
+            config.max_connections,
+            limits.handshake_timeout,
+            limits.idle_timeout,
+            limits.read_timeout,
+            limits.write_timeout,
+        );
         let mut users: Vec<_> = config.users.keys().collect();
         users.sort();
         println!(

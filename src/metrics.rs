@@ -139,6 +139,21 @@ impl DiscoverySource {
 pub enum Rejection {
     MaxConnections,
     ShuttingDown,
+    /// The user holds as many sessions as it may (counted after authentication).
+    UserConnections,
+    /// The login did not finish within `handshake_timeout`.
+    HandshakeTimeout,
+}
+
+/// Which of a session's timeouts ended it, as the `timeout` label says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timeout {
+    /// No command for `idle_timeout`.
+    Idle,
+    /// A packet the client began stalled for `read_timeout`.
+    Read,
+    /// The client took none of an answer for `write_timeout`.
+    Write,
 }
 
 /// Statement latency buckets: 100 µs to about 26 s, doubling (a loopback point select
@@ -166,6 +181,9 @@ pub struct Metrics {
     pub client_connections_accepted: IntCounter,
     client_connections_rejected: IntCounterVec,
     pub auth_failures: IntCounter,
+    /// Connections that waited before their greeting: their address kept failing to log in.
+    pub login_delays: IntCounter,
+    sessions_timed_out: IntCounterVec,
     /// By route, then kind.
     statements: Vec<Vec<IntCounter>>,
     /// By route.
@@ -309,12 +327,23 @@ impl Metrics {
             ),
             client_connections_rejected: counter_vec(
                 "rwsplit_client_connections_rejected_total",
-                "Client connections turned away before a session began, by reason.",
+                "Client connections turned away before their session began, by reason.",
                 &["reason"],
             ),
             auth_failures: counter(
                 "rwsplit_client_auth_failures_total",
                 "Client logins (and COM_CHANGE_USER) refused: wrong password or unknown user.",
+            ),
+            login_delays: counter(
+                "rwsplit_client_login_delays_total",
+                "Client connections made to wait before their greeting because their address \
+                 failed to log in login_delay_after times in a row.",
+            ),
+            sessions_timed_out: counter_vec(
+                "rwsplit_client_sessions_timed_out_total",
+                "Sessions closed by a timeout: idle (no command), read (a packet stalled), \
+                 write (the client took no answer).",
+                &["timeout"],
             ),
             statements,
             latency,
@@ -352,10 +381,21 @@ impl Metrics {
         let label = match reason {
             Rejection::MaxConnections => "max_connections",
             Rejection::ShuttingDown => "shutting_down",
+            Rejection::UserConnections => "max_user_connections",
+            Rejection::HandshakeTimeout => "handshake_timeout",
         };
         self.client_connections_rejected
             .with_label_values(&[label])
             .inc();
+    }
+
+    pub fn timed_out(&self, which: Timeout) {
+        let label = match which {
+            Timeout::Idle => "idle",
+            Timeout::Read => "read",
+            Timeout::Write => "write",
+        };
+        self.sessions_timed_out.with_label_values(&[label]).inc();
     }
 
     pub fn discovery_update(&self, source: DiscoverySource, failed: bool) {

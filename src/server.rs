@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 
 use crate::backend::BackendConn;
 use crate::config::Config;
+use crate::limits::Limits;
 use crate::metrics::{Metrics, Rejection};
 use crate::protocol::codes::SqlError;
 use crate::protocol::handshake::ServerIdentity;
@@ -40,6 +41,8 @@ pub struct Shared {
     /// The backends and the balancer's state.
     pub backends: Arc<Backends>,
     pub metrics: Arc<Metrics>,
+    /// Sessions per user and failed logins per address.
+    pub limits: Arc<Limits>,
     /// Shutting down: no new clients; `/readyz` says so.
     pub draining: AtomicBool,
     /// Where a shutdown stands; sessions watch it.
@@ -56,6 +59,7 @@ impl Shared {
         Self {
             backends: Arc::new(Backends::from_config(&config)),
             metrics: Arc::new(Metrics::new()),
+            limits: Arc::new(Limits::default()),
             draining: AtomicBool::new(false),
             shutdown: watch::Sender::new(Stage::Serving),
             registry: OnceLock::new(),

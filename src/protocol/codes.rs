@@ -121,6 +121,39 @@ impl SqlError {
         )
     }
 
+    /// ER_TOO_MANY_USER_CONNECTIONS: the user is at `proxy.max_user_connections`.
+    pub fn too_many_user_connections(user: &str) -> Self {
+        Self::new(
+            1203,
+            b"42000",
+            format!("User {user} already has more than 'max_user_connections' active connections"),
+        )
+    }
+
+    /// ER_USER_LIMIT_REACHED: the user is at the `max_connections` of its own entry.
+    pub fn user_limit_reached(user: &str, limit: usize) -> Self {
+        Self::new(
+            1226,
+            b"42000",
+            format!(
+                "User '{user}' has exceeded the 'max_user_connections' resource (current value: {limit})"
+            ),
+        )
+    }
+
+    /// ER_CLIENT_INTERACTION_TIMEOUT (MySQL 8.0.24+), sent before an idle session is closed.
+    pub fn idle_timeout(after: std::time::Duration) -> Self {
+        Self::new(
+            4031,
+            b"HY000",
+            format!(
+                "The client was disconnected by the server because of inactivity \
+                 (idle for {}s; see idle_timeout)",
+                after.as_secs()
+            ),
+        )
+    }
+
     pub fn unknown_command(command: u8) -> Self {
         Self::new(1047, b"08S01", format!("Unknown command 0x{command:02x}"))
     }

@@ -13,6 +13,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 pub const MAX_FRAME: usize = 0xFF_FFFF;
 pub const HEADER_LEN: usize = 4;
 const READ_CHUNK: usize = 16 * 1024;
+/// A buffer that grew past this for one large packet is given back once the packet is
+/// through: otherwise a session that sent or received one 60 MiB statement would hold
+/// 60 MiB for the rest of its life.
+const SHRINK_ABOVE: usize = 256 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PacketError {
@@ -48,6 +52,12 @@ pub fn frame_header(buf: &[u8]) -> Option<(usize, u8)> {
 pub struct PacketReader<R> {
     inner: R,
     buf: BytesMut,
+    /// How long a read for a packet that is due (`fill`, `read_packet`) may go without a
+    /// byte arriving (MySQL's `net_read_timeout`); `read_more`, the wait for a peer that
+    /// owes nothing, is not bounded by it. `None`: forever.
+    read_timeout: Option<std::time::Duration>,
+    /// Sequence id of the last frame of the last packet `read_packet` returned.
+    last_seq: Option<u8>,
 }
 
 impl<R: AsyncRead + Unpin> PacketReader<R> {
@@ -55,7 +65,23 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
         Self {
             inner,
             buf: BytesMut::with_capacity(READ_CHUNK),
+            read_timeout: None,
+            last_seq: None,
         }
+    }
+
+    pub fn set_read_timeout(&mut self, timeout: Option<std::time::Duration>) {
+        self.read_timeout = timeout;
+    }
+
+    /// Sequence id of the last frame of the last packet read whole, if any.
+    pub fn last_seq(&self) -> Option<u8> {
+        self.last_seq
+    }
+
+    /// For a reader taking over a connection on which a packet was already read.
+    pub fn set_last_seq(&mut self, seq: u8) {
+        self.last_seq = Some(seq);
     }
 
     pub fn get_ref(&self) -> &R {
@@ -95,7 +121,14 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
             self.buf.reserve(n - self.buf.len());
         }
         while self.buf.len() < n {
-            if self.inner.read_buf(&mut self.buf).await? == 0 {
+            let read = self.inner.read_buf(&mut self.buf);
+            let read = match self.read_timeout {
+                Some(limit) => tokio::time::timeout(limit, read)
+                    .await
+                    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?,
+                None => read.await,
+            };
+            if read? == 0 {
                 return Err(if self.buf.is_empty() {
                     PacketError::Closed
                 } else {
@@ -136,6 +169,14 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
             self.buf.advance(len);
             last_seq = next_seq;
             frame_len = len;
+        }
+        self.last_seq = Some(last_seq);
+        if total > SHRINK_ABOVE {
+            // The payload was split off the buffer's allocation and shares it; a fresh
+            // buffer lets the allocation go with the payload.
+            let mut fresh = BytesMut::with_capacity(READ_CHUNK.max(self.buf.len()));
+            fresh.extend_from_slice(&self.buf);
+            self.buf = fresh;
         }
         Ok(Packet {
             seq,
@@ -219,6 +260,11 @@ pub fn encode_packet(out: &mut Vec<u8>, mut seq: u8, payload: &[u8]) -> u8 {
 pub struct PacketWriter<W> {
     inner: W,
     buf: Vec<u8>,
+    /// How long a write may go without the peer taking a byte (MySQL's
+    /// `net_write_timeout`); `None`: forever.
+    write_timeout: Option<std::time::Duration>,
+    /// The sequence id after the last packet queued with `push`.
+    next_seq: u8,
 }
 
 impl<W: AsyncWrite + Unpin> PacketWriter<W> {
@@ -226,12 +272,29 @@ impl<W: AsyncWrite + Unpin> PacketWriter<W> {
         Self {
             inner,
             buf: Vec::with_capacity(READ_CHUNK),
+            write_timeout: None,
+            next_seq: 0,
         }
+    }
+
+    pub fn set_write_timeout(&mut self, timeout: Option<std::time::Duration>) {
+        self.write_timeout = timeout;
+    }
+
+    /// The sequence id that follows the last packet queued with `push` (0 before any).
+    pub fn next_seq(&self) -> u8 {
+        self.next_seq
+    }
+
+    /// For a writer taking over a connection on which packets were already sent.
+    pub fn set_next_seq(&mut self, seq: u8) {
+        self.next_seq = seq;
     }
 
     /// Queues one packet; returns the next sequence id.
     pub fn push(&mut self, seq: u8, payload: &[u8]) -> u8 {
-        encode_packet(&mut self.buf, seq, payload)
+        self.next_seq = encode_packet(&mut self.buf, seq, payload);
+        self.next_seq
     }
 
     /// Queues bytes that are already framed.
@@ -251,9 +314,11 @@ impl<W: AsyncWrite + Unpin> PacketWriter<W> {
     /// send yet in its own buffer, which only a flush pushes out (on TCP it costs nothing).
     pub async fn flush(&mut self) -> std::io::Result<()> {
         if !self.buf.is_empty() {
-            self.inner.write_all(&self.buf).await?;
+            write_within(&mut self.inner, &self.buf, self.write_timeout).await?;
             self.buf.clear();
-            self.inner.flush().await?;
+            if self.buf.capacity() > SHRINK_ABOVE {
+                self.buf = Vec::with_capacity(READ_CHUNK);
+            }
         }
         Ok(())
     }
@@ -261,8 +326,7 @@ impl<W: AsyncWrite + Unpin> PacketWriter<W> {
     /// Writes already-framed bytes straight through, after anything queued.
     pub async fn write_through(&mut self, framed: &[u8]) -> std::io::Result<()> {
         self.flush().await?;
-        self.inner.write_all(framed).await?;
-        self.inner.flush().await
+        write_within(&mut self.inner, framed, self.write_timeout).await
     }
 
     pub async fn shutdown(&mut self) -> std::io::Result<()> {
@@ -275,6 +339,26 @@ impl<W: AsyncWrite + Unpin> PacketWriter<W> {
         let next = self.push(seq, payload);
         self.flush().await?;
         Ok(next)
+    }
+}
+
+/// `write_all`, failing with `TimedOut` when it takes longer than `timeout`. Callers write
+/// at most a read buffer's worth (or one client packet) at a time, so this bounds how long
+/// the peer may take nothing.
+async fn write_within<W: AsyncWrite + Unpin>(
+    inner: &mut W,
+    bytes: &[u8],
+    timeout: Option<std::time::Duration>,
+) -> std::io::Result<()> {
+    let write = async {
+        inner.write_all(bytes).await?;
+        inner.flush().await
+    };
+    match timeout {
+        Some(limit) => tokio::time::timeout(limit, write)
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?,
+        None => write.await,
     }
 }
 
@@ -418,5 +502,57 @@ mod tests {
             Err(PacketError::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof),
             other => panic!("expected an unexpected EOF, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_packet_that_stalls_times_out_but_waiting_for_one_does_not() {
+        use std::time::Duration;
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut reader = PacketReader::new(server);
+        reader.set_read_timeout(Some(Duration::from_millis(50)));
+        // Waiting between packets is not bounded by the read timeout.
+        let idle = tokio::time::timeout(Duration::from_millis(150), reader.read_more()).await;
+        assert!(idle.is_err(), "still waiting");
+        client.write_all(&[10, 0, 0, 0, b'x']).await.unwrap();
+        match reader.read_packet(1024).await {
+            Err(PacketError::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::TimedOut),
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_takes_nothing_times_out_a_write() {
+        use std::time::Duration;
+        let (_peer, ours) = tokio::io::duplex(64);
+        let mut writer = PacketWriter::new(ours);
+        writer.set_write_timeout(Some(Duration::from_millis(50)));
+        let err = writer.write_through(&[0u8; 1000]).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn buffers_shrink_after_a_large_packet() {
+        let mut wire = Vec::new();
+        encode_packet(&mut wire, 0, &vec![7u8; 4 << 20]);
+        encode_packet(&mut wire, 0, b"\x03SELECT 1");
+        let mut reader = PacketReader::new(&wire[..]);
+        let big = reader.read_packet(64 << 20).await.unwrap();
+        assert_eq!(big.payload.len(), 4 << 20);
+        drop(big);
+        assert!(
+            reader.buf.capacity() <= SHRINK_ABOVE,
+            "{}",
+            reader.buf.capacity()
+        );
+        let small = reader.read_packet(64 << 20).await.unwrap();
+        assert_eq!(&small.payload[..], b"\x03SELECT 1");
+        assert_eq!(reader.last_seq(), Some(0));
+
+        let mut writer = PacketWriter::new(Vec::new());
+        assert_eq!(writer.push(3, &vec![1u8; 1 << 20]), 4);
+        assert_eq!(writer.next_seq(), 4);
+        writer.flush().await.unwrap();
+        assert!(writer.buf.capacity() <= SHRINK_ABOVE);
+        assert_eq!(writer.into_inner().len(), HEADER_LEN + (1 << 20));
     }
 }

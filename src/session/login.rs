@@ -44,8 +44,9 @@ struct Credentials<'a> {
 }
 
 impl Session {
-    /// Greets the client, authenticates it and opens its connection to the primary; returns
-    /// it with the status flags of the primary's OK.
+    /// Reads the client's handshake response (the greeting is out), authenticates it and
+    /// opens its connection to the primary; returns it with the status flags of the
+    /// primary's OK.
     pub(super) async fn login(
         &mut self,
         first_answer: FirstAnswer,
@@ -61,7 +62,10 @@ impl Session {
             FirstAnswer::Plain(read) => (
                 1,
                 read.and_then(|packet| match packet.seq {
-                    1 => Ok(packet),
+                    1 => {
+                        self.client_in.set_last_seq(packet.last_seq);
+                        Ok(packet)
+                    }
                     got => Err(PacketError::OutOfOrder { expected: 1, got }),
                 }),
             ),
@@ -310,15 +314,23 @@ impl Session {
                 target
             }
         };
-        let Some(account) = account else {
-            return Err(self.deny(&credentials, plugin, false, seq, &response).await);
-        };
-        let Some(password) = &account.password else {
-            return self.passthrough(&credentials, seq).await;
-        };
-        if !plugin.verify(&self.scramble, password, &response) {
-            return Err(self.deny(&credentials, plugin, true, seq, &response).await);
+        let stored = account.as_ref().map(|a| a.password.as_deref());
+        if let Some(None) = stored {
+            let (seq, password) = self.passthrough(&credentials, seq).await?;
+            self.take_user_slot(credentials.user, seq, &config).await?;
+            return Ok((seq, password));
         }
+        // An unknown user costs the same scramble computation as a known one, so that the
+        // time to answer does not tell which users exist.
+        let password = stored.flatten().unwrap_or("no such user");
+        if account.is_none() || !plugin.verify(&self.scramble, password, &response) {
+            let known_user = account.is_some();
+            return Err(self
+                .deny(&credentials, plugin, known_user, seq, &response, &config)
+                .await);
+        }
+        self.shared.limits.login_succeeded(self.peer.ip());
+        self.take_user_slot(credentials.user, seq, &config).await?;
         if plugin == FrontendPlugin::CachingSha2Password && !response.is_empty() {
             seq = self
                 .client_out
@@ -326,7 +338,29 @@ impl Session {
                 .await
                 .map_err(SessionError::ClientIo)?;
         }
-        Ok((seq, password.clone()))
+        Ok((seq, password.to_owned()))
+    }
+
+    /// Counts the session against its user's limit once the user is known, before a
+    /// backend connection is opened for it. A changed user's session stops counting for the
+    /// previous user first.
+    async fn take_user_slot(
+        &mut self,
+        user: &str,
+        seq: u8,
+        config: &crate::config::Config,
+    ) -> Result<(), SessionError> {
+        self.user_slot = None;
+        match self.shared.limits.open_session(user, config) {
+            Ok(slot) => {
+                self.user_slot = Some(slot);
+                Ok(())
+            }
+            Err(err) => {
+                let _ = self.client_out.send(seq, &err.to_payload()).await;
+                Err(SessionError::UserLimit(user.to_owned()))
+            }
+        }
     }
 
     /// A passthrough user's password comes from the client: caching_sha2_password's full
@@ -374,13 +408,25 @@ impl Session {
         known_user: bool,
         seq: u8,
         response: &[u8],
+        config: &crate::config::Config,
     ) -> SessionError {
+        // Counted before the client hears the verdict, so that its next attempt already
+        // finds the count (and its wait) in place.
+        let in_a_row = self.shared.limits.login_failed(self.peer.ip());
         warn!(
             user = credentials.user,
             known_user,
             method = plugin.name(),
+            failures_in_a_row = in_a_row,
             "authentication failed"
         );
+        let delay = &config.limits.login_delay;
+        if delay.after > 0 && in_a_row == delay.after {
+            warn!(
+                "logins from this address failed {in_a_row} times in a row; its connections \
+                 now wait before they are greeted, until one logs in"
+            );
+        }
         let host = self.peer.ip().to_string();
         let err = SqlError::access_denied(credentials.user, &host, !response.is_empty());
         let _ = self.client_out.send(seq, &err.to_payload()).await;

@@ -28,6 +28,23 @@ use connections::Connections;
 use state::{SessionEffect, SessionState};
 use statements::Statements;
 
+/// Which of `read_timeout` (a packet stalled) and `write_timeout` (no answer taken) ended
+/// a session, if one did.
+fn client_timeout(error: &SessionError) -> Option<metrics::Timeout> {
+    let timed_out = |e: &std::io::Error| e.kind() == std::io::ErrorKind::TimedOut;
+    match error {
+        SessionError::ClientIo(e) if timed_out(e) => Some(metrics::Timeout::Read),
+        SessionError::Relay { failure, .. } => match &failure.error {
+            RelayError::Client(e) if timed_out(e) => Some(metrics::Timeout::Write),
+            RelayError::ClientProtocol(PacketError::Io(e)) if timed_out(e) => {
+                Some(metrics::Timeout::Read)
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// How long, and how much input, a connection closed for a protocol violation is drained.
 const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 const LINGER_MAX_BYTES: usize = 64 << 20;
@@ -50,6 +67,13 @@ pub enum SessionError {
     Relay { name: String, failure: RelayFailure },
     #[error("connection to the primary {name} lost while the session held {held}")]
     PrimaryLost { name: String, held: &'static str },
+    #[error("login not completed within handshake_timeout ({0:?})")]
+    HandshakeTimeout(std::time::Duration),
+    #[error("no command for idle_timeout ({0:?})")]
+    IdleTimeout(std::time::Duration),
+    /// The client was sent the limit's error.
+    #[error("user '{0}' holds as many sessions as it may")]
+    UserLimit(String),
 }
 
 pub struct Session {
@@ -62,6 +86,8 @@ pub struct Session {
     /// Negotiated with the client; every backend connection uses the same.
     capabilities: CapabilityFlags,
     login: Option<BackendLogin>,
+    /// The session as its user's limit counts it; set once the password is verified.
+    user_slot: Option<crate::limits::UserSlot>,
     /// What the session set up that routing depends on.
     state: SessionState,
     statements: Statements,
@@ -106,6 +132,23 @@ impl Drop for Connected {
     }
 }
 
+/// After repeated failed logins from the client's address, waits before greeting it.
+async fn delay_repeated_failures(
+    shared: &Shared,
+    peer: SocketAddr,
+    settings: &crate::config::LoginDelay,
+) {
+    let wait = shared.limits.login_delay(peer.ip(), settings);
+    if !wait.is_zero() {
+        info!(
+            ?wait,
+            "client address failed to log in repeatedly; greeting delayed"
+        );
+        shared.metrics.login_delays.inc();
+        tokio::time::sleep(wait).await;
+    }
+}
+
 /// Serves one client until it leaves or the connection fails.
 pub async fn run(stream: TcpStream, peer: SocketAddr, id: u32, shared: Arc<Shared>) {
     let span = info_span!("session", conn_id = id, %peer, user = tracing::field::Empty);
@@ -113,46 +156,74 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, id: u32, shared: Arc<Share
         let _connected = Connected::new(&shared);
         let shared_stage = shared.shutdown_stage();
         let _ = stream.set_nodelay(true);
+        let limits = shared.config().limits.clone();
+        delay_repeated_failures(&shared, peer, &limits.login_delay).await;
+        // The whole connection phase, greeting to the final OK, is bounded by one deadline,
+        // as a server's connect_timeout bounds it.
+        let deadline = tokio::time::Instant::now() + limits.handshake_timeout;
         let scramble = crate::protocol::handshake::new_scramble();
-        let (read, write, first_answer) =
-            match transport::open(stream, &shared, id, &scramble).await {
-                Ok(opened) => opened,
-                Err(e @ transport::TransportError::Tls(_)) => {
-                    info!(error = %e, "connection closed");
-                    return;
-                }
-                Err(e) => {
-                    debug!(error = %e, "connection closed");
-                    return;
-                }
-            };
-        let history_limit = shared.config().routing.max_session_history;
+        let opening = transport::open(stream, &shared, id, &scramble);
+        let (read, write, first_answer) = match tokio::time::timeout_at(deadline, opening).await {
+            Ok(Ok(opened)) => opened,
+            Ok(Err(e @ transport::TransportError::Tls(_))) => {
+                info!(error = %e, "connection closed");
+                return;
+            }
+            Ok(Err(e)) => {
+                debug!(error = %e, "connection closed");
+                return;
+            }
+            // The proxy waits for the client here: nothing is owed, the connection closes.
+            Err(_) => {
+                let e = SessionError::HandshakeTimeout(limits.handshake_timeout);
+                shared
+                    .metrics
+                    .rejected(metrics::Rejection::HandshakeTimeout);
+                info!(error = %e, "session ended");
+                return;
+            }
+        };
+        let config = shared.config();
+        let history_limit = config.routing.max_session_history;
+        let mut client_in = PacketReader::new(read);
+        client_in.set_read_timeout(Some(config.limits.read_timeout));
+        let mut client_out = PacketWriter::new(write);
+        client_out.set_write_timeout(Some(config.limits.write_timeout));
+        // The greeting went out before these existed.
+        client_out.set_next_seq(1);
+        drop(config);
         let mut session = Session {
             peer,
             shared,
-            client_in: PacketReader::new(read),
-            client_out: PacketWriter::new(write),
+            client_in,
+            client_out,
             scramble,
             capabilities: CapabilityFlags::empty(),
             login: None,
+            user_slot: None,
             state: SessionState::new(0, history_limit),
             statements: Statements::default(),
             command: CommandRecord::default(),
             shutdown: shared_stage,
         };
-        match session.serve(first_answer).await {
-            Ok(()) | Err(SessionError::ClientClosed) => debug!("session ended"),
-            Err(SessionError::AuthFailed(_)) => session.shared.metrics.auth_failures.inc(),
-            Err(e) => warn!(error = %e, "session ended"),
-        }
+        let result = session.serve(first_answer, deadline).await;
+        session.ended(result);
     }
     .instrument(span)
     .await
 }
 
 impl Session {
-    async fn serve(&mut self, first_answer: transport::FirstAnswer) -> Result<(), SessionError> {
-        let opened = self.login(first_answer).await?;
+    async fn serve(
+        &mut self,
+        first_answer: transport::FirstAnswer,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), SessionError> {
+        let limit = self.shared.config().limits.handshake_timeout;
+        let opened = match tokio::time::timeout_at(deadline, self.login(first_answer)).await {
+            Ok(opened) => opened?,
+            Err(_) => return Err(self.handshake_timed_out(limit).await),
+        };
         let mut conns = Connections::new(self.shared.backends.load().primary.clone());
         self.state.restart(opened.status);
         conns.adopt(opened);
@@ -264,9 +335,75 @@ impl Session {
             .command(route, record.kind, started.elapsed());
     }
 
+    /// Logs how the session ended and counts what the metrics count.
+    fn ended(&self, result: Result<(), SessionError>) {
+        let metrics = &self.shared.metrics;
+        match result {
+            Ok(()) | Err(SessionError::ClientClosed) => debug!("session ended"),
+            Err(SessionError::AuthFailed(_)) => metrics.auth_failures.inc(),
+            Err(e @ SessionError::HandshakeTimeout(_)) => {
+                metrics.rejected(metrics::Rejection::HandshakeTimeout);
+                info!(error = %e, "session ended");
+            }
+            Err(e @ SessionError::UserLimit(_)) => {
+                metrics.rejected(metrics::Rejection::UserConnections);
+                warn!(error = %e, "client refused");
+            }
+            Err(e @ SessionError::IdleTimeout(_)) => {
+                metrics.timed_out(metrics::Timeout::Idle);
+                info!(error = %e, "session closed");
+            }
+            Err(e) => match client_timeout(&e) {
+                Some(timeout) => {
+                    metrics.timed_out(timeout);
+                    warn!(error = %e, "session closed: the client stalled");
+                }
+                // Before a login, a client that leaves or speaks no MySQL is a port scan, a
+                // TCP health check or a flood: one line each at warn would flood the logs.
+                None if self.login.is_none()
+                    && matches!(
+                        e,
+                        SessionError::ClientIo(_) | SessionError::ClientProtocol(_)
+                    ) =>
+                {
+                    info!(error = %e, "connection closed before a login");
+                }
+                None => warn!(error = %e, "session ended"),
+            },
+        }
+    }
+
+    /// The login took longer than `handshake_timeout`. Where the client is waiting for the
+    /// proxy's verdict (its last packet is the newest), it gets ER_HANDSHAKE_ERROR; where
+    /// the proxy is waiting for the client, the connection just closes, as a server's does
+    /// after a read timeout: the protocol has no place for a packet there.
+    async fn handshake_timed_out(&mut self, limit: std::time::Duration) -> SessionError {
+        let owed = self
+            .client_in
+            .last_seq()
+            .filter(|&seq| seq >= self.client_out.next_seq());
+        if let Some(seq) = owed
+            && self.client_out.pending() == 0
+        {
+            let err = SqlError::handshake(&format!("login not completed within {limit:?}"));
+            let _ = self
+                .client_out
+                .send(seq.wrapping_add(1), &err.to_payload())
+                .await;
+        }
+        let _ = self.client_out.shutdown().await;
+        SessionError::HandshakeTimeout(limit)
+    }
+
     /// Waits for the client to send something. `false` when the proxy is shutting down and
-    /// the session holds no transaction: it ends between commands, never inside one.
+    /// the session holds no transaction: it ends between commands, never inside one. A
+    /// client quiet for `idle_timeout` is sent ER_CLIENT_INTERACTION_TIMEOUT with sequence
+    /// id 0, as MySQL 8.0.24 and later do, and the connection closes: clients that know
+    /// the error report it, the others see the connection end, as with MariaDB.
     async fn next_command_arrives(&mut self) -> Result<bool, SessionError> {
+        let idle_timeout = self.shared.config().limits.idle_timeout;
+        let idle = tokio::time::sleep(idle_timeout);
+        tokio::pin!(idle);
         loop {
             if *self.shutdown.borrow_and_update() != Stage::Serving
                 && !self.state.holds_transaction()
@@ -283,6 +420,12 @@ impl Session {
                 }
                 // Should the sender be gone, this branch is off and only the client counts.
                 Ok(()) = self.shutdown.changed() => {}
+                () = &mut idle => {
+                    let err = SqlError::idle_timeout(idle_timeout);
+                    let _ = self.client_out.send(0, &err.to_payload()).await;
+                    let _ = self.client_out.shutdown().await;
+                    return Err(SessionError::IdleTimeout(idle_timeout));
+                }
             }
         }
     }
