@@ -154,6 +154,15 @@ fn main() -> ExitCode {
             limits.read_timeout,
             limits.write_timeout,
         );
+        let client_tls = match &config.tls {
+            None => "off".to_owned(),
+            Some(tls) if tls.required => format!("required ({})", tls.cert_path.display()),
+            Some(tls) => format!("offered ({})", tls.cert_path.display()),
+        };
+        println!(
+            "  tls:      clients {client_tls}; servers {}",
+            config.backend_tls.mode.name()
+        );
         let mut users: Vec<_> = config.users.keys().collect();
         users.sort();
         println!(
