@@ -72,7 +72,7 @@ pub struct Connected {
 
 /// Reads a server's greeting, or the error a server sends instead of one (too many
 /// connections, host blocked); returns its sequence id and the parsed handshake.
-async fn read_greeting<R: tokio::io::AsyncRead + Unpin>(
+pub async fn read_greeting<R: tokio::io::AsyncRead + Unpin>(
     reader: &mut PacketReader<R>,
 ) -> Result<(u8, HandshakePacket<'static>), BackendError> {
     let greeting = reader.read_packet(MAX_HANDSHAKE_PACKET).await?;
@@ -82,6 +82,58 @@ async fn read_greeting<R: tokio::io::AsyncRead + Unpin>(
     let handshake = HandshakePacket::deserialize((), &mut ParseBuf(&greeting.payload))
         .map_err(|e| BackendError::Incompatible(format!("unreadable greeting: {e}")))?;
     Ok((greeting.seq, handshake.into_owned()))
+}
+
+/// What a server's packet means during login, after the proxy's handshake response (MySQL
+/// Internals, "Authentication Method Switch", "caching_sha2_password").
+#[derive(Debug, PartialEq, Eq)]
+pub enum LoginReply {
+    /// OK: logged in.
+    Ok,
+    /// The server asks to authenticate with another method, with a new nonce.
+    Switch {
+        plugin: AuthPlugin<'static>,
+        nonce: Vec<u8>,
+    },
+    /// caching_sha2_password: the scramble matched a cached entry; an OK follows.
+    FastAuthOk,
+    /// caching_sha2_password: full authentication is needed; the server's public key is
+    /// asked for next.
+    FullAuth,
+}
+
+/// Reads one login packet from a server whose current method is `plugin`.
+pub fn parse_login_reply(
+    payload: &[u8],
+    plugin: &AuthPlugin<'_>,
+) -> Result<LoginReply, BackendError> {
+    match payload.first() {
+        Some(0x00) => Ok(LoginReply::Ok),
+        Some(0xff) => Err(BackendError::Refused(
+            SqlError::from_payload(payload)
+                .unwrap_or_else(|| SqlError::internal("malformed error from backend")),
+        )),
+        Some(0xfe) => {
+            let switch = AuthSwitchRequest::deserialize((), &mut ParseBuf(payload))
+                .map_err(|e| BackendError::Incompatible(format!("auth switch: {e}")))?;
+            Ok(LoginReply::Switch {
+                plugin: switch.auth_plugin().into_owned(),
+                nonce: switch.plugin_data().to_vec(),
+            })
+        }
+        // caching_sha2_password: 0x03 = fast auth succeeded (OK follows),
+        // 0x04 = full authentication needed.
+        Some(0x01) if *plugin == AuthPlugin::CachingSha2Password => match payload.get(1) {
+            Some(0x03) => Ok(LoginReply::FastAuthOk),
+            Some(0x04) => Ok(LoginReply::FullAuth),
+            _ => Err(BackendError::Incompatible(
+                "unexpected caching_sha2_password message".into(),
+            )),
+        },
+        _ => Err(BackendError::Incompatible(
+            "unexpected packet during login".into(),
+        )),
+    }
 }
 
 impl From<std::io::Error> for BackendError {
@@ -188,8 +240,8 @@ impl BackendConn {
             let packet = reader.read_packet_seq(seq, MAX_HANDSHAKE_PACKET).await?;
             seq = packet.seq.wrapping_add(1);
             let payload = &packet.payload[..];
-            match payload.first() {
-                Some(0x00) => {
+            match parse_login_reply(payload, &plugin)? {
+                LoginReply::Ok => {
                     let conn = BackendConn {
                         name: endpoint.name.clone(),
                         reader,
@@ -205,16 +257,12 @@ impl BackendConn {
                         ok_payload: payload.to_vec(),
                     });
                 }
-                Some(0xff) => {
-                    let err = SqlError::from_payload(payload)
-                        .unwrap_or_else(|| SqlError::internal("malformed error from backend"));
-                    return Err(BackendError::Refused(err));
-                }
-                Some(0xfe) => {
-                    let switch = AuthSwitchRequest::deserialize((), &mut ParseBuf(payload))
-                        .map_err(|e| BackendError::Incompatible(format!("auth switch: {e}")))?;
-                    plugin = switch.auth_plugin().into_owned();
-                    nonce = switch.plugin_data().to_vec();
+                LoginReply::Switch {
+                    plugin: switched,
+                    nonce: switched_nonce,
+                } => {
+                    plugin = switched;
+                    nonce = switched_nonce;
                     let data =
                         backend_auth_data(&plugin, &nonce, &login.password).ok_or_else(|| {
                             BackendError::Incompatible(format!(
@@ -224,28 +272,14 @@ impl BackendConn {
                         })?;
                     seq = writer.send(seq, &data).await?;
                 }
-                // caching_sha2_password: 0x03 = fast auth succeeded (OK follows),
-                // 0x04 = full authentication needed.
-                Some(0x01) if plugin == AuthPlugin::CachingSha2Password => match payload.get(1) {
-                    Some(0x03) => {}
-                    Some(0x04) => {
-                        seq = writer.send(seq, &[0x02]).await?;
-                        let key = reader.read_packet_seq(seq, MAX_HANDSHAKE_PACKET).await?;
-                        seq = key.seq.wrapping_add(1);
-                        let pem = key.payload.get(1..).unwrap_or_default();
-                        let encrypted = sha2_rsa_encrypt(&login.password, &nonce, pem);
-                        seq = writer.send(seq, &encrypted).await?;
-                    }
-                    _ => {
-                        return Err(BackendError::Incompatible(
-                            "unexpected caching_sha2_password message".into(),
-                        ));
-                    }
-                },
-                _ => {
-                    return Err(BackendError::Incompatible(
-                        "unexpected packet during login".into(),
-                    ));
+                LoginReply::FastAuthOk => {}
+                LoginReply::FullAuth => {
+                    seq = writer.send(seq, &[0x02]).await?;
+                    let key = reader.read_packet_seq(seq, MAX_HANDSHAKE_PACKET).await?;
+                    seq = key.seq.wrapping_add(1);
+                    let pem = key.payload.get(1..).unwrap_or_default();
+                    let encrypted = sha2_rsa_encrypt(&login.password, &nonce, pem);
+                    seq = writer.send(seq, &encrypted).await?;
                 }
             }
         }
@@ -283,5 +317,48 @@ impl BackendConn {
             .send(0, &[crate::protocol::codes::COM_QUIT])
             .await;
         let _ = self.writer.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_replies() {
+        let native = AuthPlugin::MysqlNativePassword;
+        let sha2 = AuthPlugin::CachingSha2Password;
+        assert_eq!(
+            parse_login_reply(&[0, 0, 0, 2, 0], &native).unwrap(),
+            LoginReply::Ok
+        );
+        let err = SqlError::access_denied("app", "h", true).to_payload();
+        assert!(matches!(
+            parse_login_reply(&err, &native),
+            Err(BackendError::Refused(e)) if e.code == 1045
+        ));
+        let switch = parse_login_reply(b"\xfecaching_sha2_password\x00nonce\x00", &native);
+        assert_eq!(
+            switch.unwrap(),
+            LoginReply::Switch {
+                plugin: sha2.clone(),
+                nonce: b"nonce".to_vec()
+            }
+        );
+        assert_eq!(
+            parse_login_reply(&[1, 3], &sha2).unwrap(),
+            LoginReply::FastAuthOk
+        );
+        assert_eq!(
+            parse_login_reply(&[1, 4], &sha2).unwrap(),
+            LoginReply::FullAuth
+        );
+        for garbage in [&[1, 4][..], &[1, 9], &[], &[0x42]] {
+            let plugin = if garbage == [1, 4] { &native } else { &sha2 };
+            assert!(matches!(
+                parse_login_reply(garbage, plugin),
+                Err(BackendError::Incompatible(_))
+            ));
+        }
     }
 }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use mysql_common::constants::CapabilityFlags;
 use mysql_common::io::ParseBuf;
 
+/// The fields of a COM_CHANGE_USER, owned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChangeUser {
     pub user: String,
