@@ -19,7 +19,7 @@ use crate::auth::{backend_auth_data, sha2_rsa_encrypt};
 use crate::config::Endpoint;
 use crate::protocol::codes::SqlError;
 use crate::protocol::handshake::{
-    BackendLogin, ServerIdentity, backend_hello_payload, relayable_capabilities,
+    BackendLogin, ServerIdentity, backend_hello_payload, relayable_capabilities, server_version,
 };
 use crate::protocol::packet::{PacketError, PacketReader, PacketWriter};
 
@@ -232,7 +232,7 @@ impl BackendConn {
             plugin = AuthPlugin::MysqlNativePassword;
             backend_auth_data(&plugin, &nonce, &login.password).expect("native is supported")
         });
-        let version = handshake.server_version_parsed().unwrap_or((5, 7, 0));
+        let version = server_version(handshake.server_version_ref()).unwrap_or((5, 7, 0));
         let hello = backend_hello_payload(login, version, plugin.clone(), &data);
         let mut seq = writer.send(greeting_seq.wrapping_add(1), &hello).await?;
 
