@@ -79,6 +79,11 @@ pub async fn read_greeting<R: tokio::io::AsyncRead + Unpin>(
     if let Some(err) = SqlError::from_payload(&greeting.payload) {
         return Err(BackendError::Refused(err));
     }
+    if scramble_length_overflows(&greeting.payload) {
+        return Err(BackendError::Incompatible(
+            "unreadable greeting: auth-plugin-data length over 127".into(),
+        ));
+    }
     let handshake = HandshakePacket::deserialize((), &mut ParseBuf(&greeting.payload))
         .map_err(|e| BackendError::Incompatible(format!("unreadable greeting: {e}")))?;
     Ok((greeting.seq, handshake.into_owned()))
@@ -134,6 +139,25 @@ pub fn parse_login_reply(
             "unexpected packet during login".into(),
         )),
     }
+}
+
+/// mysql_common reads the length of the greeting's second scramble part as
+/// `max(13, len as i8 - 8)`, which overflows (a panic where overflow checks are on) for a
+/// length byte of 0x80..=0x87. Servers send 21 (MySQL Internals, "Protocol::HandshakeV10"),
+/// so such a greeting is refused before it is parsed. The byte follows the NUL-terminated
+/// server version and 20 bytes: connection id, scramble part 1, filler, lower capabilities
+/// (whose CLIENT_SECURE_CONNECTION bit says whether the length is used), collation, status,
+/// upper capabilities.
+fn scramble_length_overflows(greeting: &[u8]) -> bool {
+    let Some(version_len) = greeting.iter().skip(1).position(|&b| b == 0) else {
+        return false;
+    };
+    let fixed = &greeting[(2 + version_len).min(greeting.len())..];
+    let secure_connection = fixed.get(14).is_some_and(|&caps| caps & 0x80 != 0);
+    secure_connection
+        && fixed
+            .get(20)
+            .is_some_and(|&len| (0x80..=0x87).contains(&len))
 }
 
 impl From<std::io::Error> for BackendError {
@@ -323,6 +347,23 @@ impl BackendConn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn greeting_with_an_overflowing_scramble_length_is_refused() {
+        // Found by fuzzing: auth-plugin-data length 0x85 with CLIENT_SECURE_CONNECTION set
+        // made mysql_common's greeting parser overflow.
+        let wire: &[u8] = b"\x3b\x00\x00\x20\x21\x00\x00\x2e\x01\x00\x2e\x2e\x2e\x2e\x2e\x2e\
+            \x2e\x13\x00\x21\x8d\x00\x1a\x20\x59\x8e\x85\x00\x1d\x00\x00\x00\
+            \x00\x00\x00\x00\x60\x60\x60\x60\x00\x00\x02\x20\x20\x20\x20\x20\
+            \x89\x20\x20\x20\x20\x20\x2e\x2e\x13\x13\x20\x20\x20\x00\xf8\x64\
+            \x64";
+        let result = read_greeting(&mut PacketReader::new(wire)).await;
+        assert!(
+            matches!(result, Err(BackendError::Incompatible(_))),
+            "{:?}",
+            result.err()
+        );
+    }
 
     #[test]
     fn login_replies() {
