@@ -302,7 +302,12 @@ impl BackendConn {
                     let key = reader.read_packet_seq(seq, MAX_HANDSHAKE_PACKET).await?;
                     seq = key.seq.wrapping_add(1);
                     let pem = key.payload.get(1..).unwrap_or_default();
-                    let encrypted = sha2_rsa_encrypt(&login.password, &nonce, pem);
+                    let encrypted =
+                        sha2_rsa_encrypt(&login.password, &nonce, pem).ok_or_else(|| {
+                            BackendError::Incompatible(
+                                "caching_sha2_password: unusable public key or nonce".into(),
+                            )
+                        })?;
                     seq = writer.send(seq, &encrypted).await?;
                 }
             }
