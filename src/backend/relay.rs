@@ -42,7 +42,8 @@ pub struct PrepareOk {
 impl PrepareOk {
     const LEN: usize = 12;
 
-    fn parse(payload: &[u8]) -> Option<Self> {
+    /// Reads a PREPARE_OK; `None` if the payload is not one (an ERR packet, say).
+    pub fn parse(payload: &[u8]) -> Option<Self> {
         if payload.len() < Self::LEN || payload[0] != 0x00 {
             return None;
         }

@@ -74,6 +74,35 @@ impl ServerIdentity {
     }
 }
 
+/// The `major.minor.patch` a server version string starts with (`8.0.36`, `5.5.5-10.11.6-MariaDB`
+/// gives 5.5.5, as the server means it to; at most 2, 2 and 3 digits). `HandshakePacket::server_version_parsed` does the
+/// same with a regex whose `\d` also matches non-ASCII digits, and then panics converting
+/// them; a server's greeting must not be able to do that.
+pub fn server_version(version: &[u8]) -> Option<(u16, u16, u16)> {
+    let mut parts = [0u16; 3];
+    let mut rest = version;
+    for (i, (part, max_digits)) in parts.iter_mut().zip([2, 2, 3]).enumerate() {
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        // The patch level is its first digits; what follows is free text (`8.0.36-log`).
+        let digits = if i == 2 {
+            digits.min(max_digits)
+        } else {
+            digits
+        };
+        if digits == 0 || digits > max_digits {
+            return None;
+        }
+        *part = rest[..digits]
+            .iter()
+            .fold(0, |n, d| n * 10 + u16::from(d - b'0'));
+        rest = &rest[digits..];
+        if i < 2 {
+            rest = rest.strip_prefix(b".")?;
+        }
+    }
+    Some((parts[0], parts[1], parts[2]))
+}
+
 /// A 20-byte scramble for one connection: random bytes in 1..=127 without NUL (the second part
 /// is NUL-terminated on the wire) and without '$' (MySQL's own generator avoids it too).
 pub fn new_scramble() -> [u8; 20] {
@@ -356,6 +385,27 @@ mod tests {
             parse_client_hello(&short),
             Err(HelloError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn server_versions() {
+        assert_eq!(server_version(b"8.0.36"), Some((8, 0, 36)));
+        assert_eq!(
+            server_version(b"5.5.5-10.11.6-MariaDB-log"),
+            Some((5, 5, 5))
+        );
+        assert_eq!(server_version(b"10.11.123x"), Some((10, 11, 123)));
+        assert_eq!(server_version(b"8.0"), None);
+        assert_eq!(server_version(b"123.0.1"), None);
+        assert_eq!(server_version(b"8.0.1234"), Some((8, 0, 123)));
+        assert_eq!(server_version(b""), None);
+        // Found by fuzzing: U+06F9 (an Arabic-Indic nine) after "9.00.9" made mysql_common's
+        // parser panic.
+        assert_eq!(
+            server_version("9.00.9\u{6f9} 9".as_bytes()),
+            Some((9, 0, 9))
+        );
+        assert_eq!(server_version("\u{6f9}.0.1".as_bytes()), None);
     }
 
     #[test]

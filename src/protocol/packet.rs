@@ -152,7 +152,14 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
         let mut last_seq = seq;
         let mut frame_len = len;
         while frame_len == MAX_FRAME {
-            self.fill(HEADER_LEN).await?;
+            // The packet goes on, so an end of stream here cuts it short, even though it
+            // falls between frames with nothing buffered.
+            self.fill(HEADER_LEN).await.map_err(|e| match e {
+                PacketError::Closed => {
+                    std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into()
+                }
+                e => e,
+            })?;
             let (len, next_seq) = frame_header(&self.buf).expect("header buffered");
             let expected = last_seq.wrapping_add(1);
             if next_seq != expected {
@@ -492,6 +499,20 @@ mod tests {
                 got: 5
             })
         ));
+    }
+
+    #[tokio::test]
+    async fn stream_ending_after_a_full_frame_is_cut_short_not_closed() {
+        // Found by fuzzing: a 0xFFFFFF-byte frame promises another; the stream ending right
+        // after it was taken for a clean close between packets.
+        let mut wire = Vec::new();
+        encode_packet(&mut wire, 0, &vec![7u8; MAX_FRAME]);
+        wire.truncate(HEADER_LEN + MAX_FRAME);
+        let result = read_all(wire, 64 << 20).await.remove(0);
+        match result {
+            Err(PacketError::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof),
+            other => panic!("expected an unexpected EOF, got {other:?}"),
+        }
     }
 
     #[tokio::test]

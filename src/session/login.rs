@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use tracing::{debug, info, warn};
 
-use super::change_user::ChangeUser;
 use super::transport::FirstAnswer;
 use super::{Session, SessionError};
 use crate::auth::FrontendPlugin;
 use crate::backend::{BackendConn, BackendError, Connected};
+use crate::protocol::change_user::ChangeUser;
 use crate::protocol::codes::SqlError;
 use crate::protocol::handshake::{BackendLogin, HelloError, ok_status_flags, parse_client_hello};
 use crate::protocol::packet::PacketError;

@@ -1,7 +1,6 @@
 //! One client connection, one task: the handshake and login (`login`), then a loop that
 //! reads a command, hands it to the backend and relays the answer.
 
-mod change_user;
 mod connections;
 mod login;
 mod prepared;

@@ -9,7 +9,7 @@ use tracing::debug;
 use super::connections::Connections;
 use super::routing::{Command, Ran};
 use super::state::execute_effect;
-use super::statements::{OnBackend, PreparedStatement, set_statement_id, statement_id, with_types};
+use super::statements::{OnBackend, PreparedStatement};
 use super::{Session, SessionError};
 use crate::backend::{PrepareOk, RelayFailure};
 use crate::classify::{Statement, classify};
@@ -17,6 +17,7 @@ use crate::protocol::codes::SqlError;
 use crate::protocol::handshake::ok_payload;
 use crate::protocol::packet::{HEADER_LEN, Packet};
 use crate::protocol::response::ResponseKind;
+use crate::protocol::statement::{set_statement_id, statement_id};
 use crate::router::{self, Route};
 
 /// Whether a statement is prepared on a backend.
@@ -173,7 +174,7 @@ impl Session {
             };
             let statement = self.statements.get_mut(id).expect("known");
             let mut with_bound_types = if statement.needs_types(&on) {
-                with_types(&packet.payload, statement)
+                statement.with_types(&packet.payload)
             } else {
                 None
             };

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use crate::classify::Statement;
+use crate::protocol::statement::bound_types;
 
 /// MariaDB lets a client name "the statement prepared last" with this id, so that it can
 /// send a prepare and its execute without waiting (MariaDB's COM_STMT_EXECUTE docs).
@@ -49,13 +50,13 @@ impl PreparedStatement {
         }
     }
 
-    /// Learns the types a COM_STMT_EXECUTE binds, if it binds any.
     /// Whether an execute for `backend` must carry the parameter types the client bound
     /// earlier (the backend has not received them).
     pub fn needs_types(&self, backend: &OnBackend) -> bool {
         self.types.is_some() && backend.types_version != Some(self.types_version)
     }
 
+    /// Learns the types a COM_STMT_EXECUTE binds, if it binds any.
     pub fn learn_types(&mut self, execute: &[u8]) -> bool {
         let Some(types) = bound_types(execute, self.params) else {
             return false;
@@ -65,6 +66,12 @@ impl PreparedStatement {
             self.types_version = self.types_version.wrapping_add(1);
         }
         true
+    }
+
+    /// The execute with the types the client bound earlier put in, for a backend that has
+    /// not received them; `None` when the packet can go as it is.
+    pub fn with_types(&self, execute: &[u8]) -> Option<Vec<u8>> {
+        crate::protocol::statement::with_types(execute, self.params, self.types.as_deref()?)
     }
 }
 
@@ -129,51 +136,6 @@ impl Statements {
     }
 }
 
-/// The statement id of a COM_STMT_* packet (bytes 1..5 in all of them).
-pub(super) fn statement_id(payload: &[u8]) -> Option<u32> {
-    Some(u32::from_le_bytes(payload.get(1..5)?.try_into().ok()?))
-}
-
-pub(super) fn set_statement_id(payload: &mut [u8], id: u32) {
-    payload[1..5].copy_from_slice(&id.to_le_bytes());
-}
-
-/// Offset of COM_STMT_EXECUTE's new-params-bound flag: command, id (4), flags, iteration
-/// count (4), then a NULL bitmap of (params + 7) / 8 bytes (MySQL Internals,
-/// "COM_STMT_EXECUTE").
-fn bound_flag_offset(params: u16) -> usize {
-    10 + (params as usize).div_ceil(8)
-}
-
-/// The parameter types an execute packet binds, when its new-params-bound flag is set.
-fn bound_types(execute: &[u8], params: u16) -> Option<&[u8]> {
-    if params == 0 {
-        return None;
-    }
-    let flag = bound_flag_offset(params);
-    if execute.get(flag) != Some(&1) {
-        return None;
-    }
-    execute.get(flag + 1..flag + 1 + 2 * params as usize)
-}
-
-/// An execute packet for a backend that has not seen the statement's current parameter
-/// types while the client, having bound them before, sends none: the same packet with the
-/// types put in. `None` when the packet can go as it is.
-pub(super) fn with_types(execute: &[u8], statement: &PreparedStatement) -> Option<Vec<u8>> {
-    let types = statement.types.as_deref()?;
-    let flag = bound_flag_offset(statement.params);
-    if execute.get(flag) != Some(&0) {
-        return None;
-    }
-    let mut out = Vec::with_capacity(execute.len() + 1 + types.len());
-    out.extend_from_slice(&execute[..flag]);
-    out.push(1);
-    out.extend_from_slice(types);
-    out.extend_from_slice(&execute[flag + 1..]);
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,16 +180,16 @@ mod tests {
         assert_eq!(s.types_version, 1, "the same types are no new version");
         assert!(!s.learn_types(&execute(false)));
 
-        let rebuilt = with_types(&execute(false), &s).expect("types inserted");
+        let rebuilt = s.with_types(&execute(false)).expect("types inserted");
         assert_eq!(rebuilt, execute(true));
-        assert!(with_types(&execute(true), &s).is_none());
+        assert!(s.with_types(&execute(true)).is_none());
     }
 
     #[test]
     fn statements_without_parameters_bind_nothing() {
         let mut s = statement(0);
         assert!(!s.learn_types(&[0x17, 1, 0, 0, 0, 0, 1, 0, 0, 0]));
-        assert!(with_types(&[0x17, 1, 0, 0, 0, 0, 1, 0, 0, 0], &s).is_none());
+        assert!(s.with_types(&[0x17, 1, 0, 0, 0, 0, 1, 0, 0, 0]).is_none());
     }
 
     #[test]
@@ -235,8 +197,7 @@ mod tests {
         let mut s = statement(9);
         assert!(!s.learn_types(&[0x17, 1, 0]));
         s.types = Some(vec![0; 18]);
-        assert!(with_types(&[0x17, 1, 0], &s).is_none());
-        assert_eq!(statement_id(&[0x17, 1, 0]), None);
+        assert!(s.with_types(&[0x17, 1, 0]).is_none());
     }
 
     #[test]
