@@ -11,9 +11,8 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mysql_async::Conn;
@@ -24,6 +23,7 @@ use rwsplit::protocol::packet::{HEADER_LEN, MAX_FRAME, encode_packet};
 use rwsplit::protocol::response::{PREFIX_LEN, ResponseKind, ResponseTracker, Step};
 use rwsplit::server::Proxy;
 use support::cluster::{MONITOR_PASSWORD, MONITOR_USER, note};
+use support::process::ProxyBinary;
 use support::raw::{RawClient, error_of};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -599,10 +599,9 @@ async fn pipelined_commands_are_answered_in_order() {
 
 /// The proxy as its own process (so that its memory can be read), logging JSON.
 struct ProxyProcess {
-    child: Child,
+    process: ProxyBinary,
     addr: SocketAddr,
     admin: SocketAddr,
-    logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl ProxyProcess {
@@ -620,69 +619,30 @@ impl ProxyProcess {
             replica_tables(cluster),
         );
         std::fs::write(&path, text).unwrap();
-        let port = free_port();
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rwsplit"))
-            .args(["--config", path.to_str().unwrap()])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--admin-listen", &admin.to_string()])
-            .args(["--log-format", "json"])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let collected = logs.clone();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr).lines() {
-                collected.lock().unwrap().push(line.unwrap_or_default());
-            }
-        });
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        support::cluster::wait_listening(&addr.to_string(), Duration::from_secs(20))
-            .expect("rwsplit starts listening");
+        let process = ProxyBinary::start(&path, &[]);
         Self {
-            child,
-            addr,
-            admin,
-            logs,
+            addr: process.addr,
+            admin: process.admin,
+            process,
         }
     }
 
-    /// Resident memory now, in bytes (VmRSS).
+    /// Resident memory now, in bytes.
     fn rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("the proxy is running");
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .expect("VmRSS in /proc/<pid>/status");
-        kib * 1024
+        rss_of(self.process.child.id()).expect("the proxy is running")
     }
 
     /// Samples the resident memory every 20 ms until the returned flag is set; the peak.
     fn watch_rss(&self) -> (Arc<AtomicBool>, Arc<AtomicU64>) {
         let stop = Arc::new(AtomicBool::new(false));
         let peak = Arc::new(AtomicU64::new(self.rss()));
-        let pid = self.child.id();
+        let pid = self.process.child.id();
         let (stop_flag, peak_seen) = (stop.clone(), peak.clone());
         std::thread::spawn(move || {
             while !stop_flag.load(Ordering::Relaxed) {
-                let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+                let Some(rss) = rss_of(pid) else {
                     return;
                 };
-                let rss = status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.split_whitespace().next())
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0)
-                    * 1024;
                 peak_seen.fetch_max(rss, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -690,28 +650,21 @@ impl ProxyProcess {
         (stop, peak)
     }
 
-    /// Log lines (JSON) that contain `text`.
     fn logged(&self, text: &str) -> Vec<serde_json::Value> {
-        self.logs
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains(text))
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-            .collect()
+        self.process.logged(text)
     }
 }
 
-impl Drop for ProxyProcess {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            for line in self.logs.lock().unwrap().iter().rev().take(200) {
-                note(&format!("proxy log: {line}"));
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A process's resident memory (VmRSS in /proc/<pid>/status) in bytes; `None` once it
+/// has gone.
+fn rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())?;
+    Some(kib * 1024)
 }
 
 const MIB: u64 = 1 << 20;
@@ -979,7 +932,7 @@ async fn repeated_failed_logins_make_their_address_wait() {
             "{event}"
         );
     }
-    for line in proxy.logs.lock().unwrap().iter() {
+    for line in proxy.process.lines.lock().unwrap().iter() {
         assert!(
             !line.contains("guess-") && !line.contains(APP_PASSWORD),
             "a password in the log: {line}"

@@ -7,11 +7,12 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 use support::cluster::{MONITOR_PASSWORD, MONITOR_USER, note};
+use support::process::ProxyBinary;
 use support::*;
 
 const NET: &str = "127.0.32";
@@ -54,58 +55,27 @@ fn config_text(cluster: &Cluster, max_lag: &str, users: &[&str], extra: &str) ->
 
 /// The proxy process, with its JSON logs collected; killed when dropped.
 struct Running {
-    child: Child,
-    port: u16,
-    admin: std::net::SocketAddr,
-    logs: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    process: ProxyBinary,
 }
 
 impl Running {
     fn start(config: &Path) -> Self {
-        let port = free_port();
-        let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rwsplit"))
-            .args(["--config", config.to_str().unwrap()])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--admin-listen", &admin.to_string()])
-            .args(["--log-format", "json"])
-            .env("APP_PASSWORD", APP_PASSWORD)
-            .env("MONITOR_PASSWORD", MONITOR_PASSWORD)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let collected = logs.clone();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr).lines() {
-                let line = line.unwrap_or_default();
-                let event = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("a log line that is not JSON ({e}): {line}"));
-                collected.lock().unwrap().push(event);
-            }
-        });
-        let running = Running {
-            child,
-            port,
-            admin,
-            logs,
-        };
-        support::cluster::wait_listening(&format!("127.0.0.1:{port}"), Duration::from_secs(20))
-            .expect("rwsplit starts listening");
-        running
+        let env = [
+            ("APP_PASSWORD", APP_PASSWORD),
+            ("MONITOR_PASSWORD", MONITOR_PASSWORD),
+        ];
+        Running {
+            process: ProxyBinary::start(config, &env),
+        }
     }
 
     fn addr(&self) -> std::net::SocketAddr {
-        format!("127.0.0.1:{}", self.port).parse().unwrap()
+        self.process.addr
     }
 
     fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.process.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
@@ -115,7 +85,7 @@ impl Running {
     async fn exited(&mut self, within: Duration) -> (std::process::ExitStatus, Duration) {
         let started = Instant::now();
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.process.child.try_wait().unwrap() {
                 return (status, started.elapsed());
             }
             assert!(started.elapsed() < within, "still running after {within:?}");
@@ -125,13 +95,7 @@ impl Running {
 
     /// Log events whose message contains `text`.
     fn logged(&self, text: &str) -> Vec<serde_json::Value> {
-        self.logs
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|e| e["message"].as_str().is_some_and(|m| m.contains(text)))
-            .cloned()
-            .collect()
+        self.process.logged(text)
     }
 
     /// Waits until `count` events whose message contains `text` were logged.
@@ -147,7 +111,7 @@ impl Running {
     }
 
     async fn status(&self) -> serde_json::Value {
-        let (code, body) = http_get(self.admin, "/status").await;
+        let (code, body) = http_get(self.process.admin, "/status").await;
         assert_eq!(code, 200, "{body}");
         serde_json::from_str(&body).unwrap()
     }
@@ -163,18 +127,6 @@ impl Running {
             assert!(started.elapsed() < within, "waited {within:?} for {what}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            for event in self.logs.lock().unwrap().iter() {
-                note(&format!("proxy log: {event}"));
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -229,7 +181,7 @@ async fn sigterm_lets_statements_and_transactions_finish_and_refuses_new_clients
     proxy.signal("TERM");
     let signalled = Instant::now();
     // Unready at once, so the Service stops sending clients here.
-    let (code, body) = http_get(proxy.admin, "/readyz").await;
+    let (code, body) = http_get(proxy.process.admin, "/readyz").await;
     assert_eq!((code, body.as_str()), (503, "not ready: shutting down\n"));
     // A client that still arrives is told why it cannot get in.
     let err = server_error(mysql_async::Conn::new(app_opts(addr, None)).await);
@@ -411,7 +363,7 @@ async fn sighup_reloads_thresholds_and_users_and_rejects_a_broken_file() {
     let monitor = || {
         opts(
             "127.0.0.1",
-            proxy.port,
+            proxy.addr().port(),
             MONITOR_USER,
             MONITOR_PASSWORD,
             None,

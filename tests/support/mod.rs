@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod cluster;
+pub mod process;
 pub mod raw;
 pub mod sysbench;
 
