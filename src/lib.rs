@@ -14,5 +14,6 @@ pub mod protocol;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod signal;
 pub mod tls;
 pub mod topology;

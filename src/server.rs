@@ -7,7 +7,6 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use arc_swap::ArcSwap;
 use std::time::Duration;
-use tokio::sync::watch;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -21,18 +20,11 @@ use crate::metrics::{Metrics, Rejection};
 use crate::protocol::codes::SqlError;
 use crate::protocol::handshake::ServerIdentity;
 use crate::protocol::packet::encode_packet;
+use crate::signal::{Signal, Subscription};
 use crate::topology::{Backends, registry};
 
 /// How long start-up waits for discovery's first answer before taking clients anyway.
 const FIRST_DISCOVERY_WAIT: Duration = Duration::from_secs(5);
-
-/// How far a shutdown has gone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Stage {
-    Serving,
-    /// No new clients; sessions finish their statements and transactions, then close.
-    Draining,
-}
 
 /// State every session reads.
 pub struct Shared {
@@ -43,10 +35,11 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Sessions per user and failed logins per address.
     pub limits: Arc<Limits>,
-    /// Shutting down: no new clients; `/readyz` says so.
+    /// Shutting down: no new clients; `/readyz` says so; sessions finish their statements
+    /// and transactions, then close.
     pub draining: AtomicBool,
-    /// Where a shutdown stands; sessions watch it.
-    shutdown: watch::Sender<Stage>,
+    /// Fires when `draining` is set; idle sessions wait on it.
+    shutdown: Signal,
     /// Takes reloaded health settings to the registry, once it runs.
     registry: OnceLock<registry::Handle>,
     /// What the greeting says the server is: learned from the backends' own greetings.
@@ -61,7 +54,7 @@ impl Shared {
             metrics: Arc::new(Metrics::new()),
             limits: Arc::new(Limits::default()),
             draining: AtomicBool::new(false),
-            shutdown: watch::Sender::new(Stage::Serving),
+            shutdown: Signal::new(),
             registry: OnceLock::new(),
             config: ArcSwap::from_pointee(config),
             identity: RwLock::new(None),
@@ -73,10 +66,14 @@ impl Shared {
         self.config.load()
     }
 
-    /// Follows the shutdown: sessions end when it is past `Stage::Serving` and they hold no
-    /// transaction.
-    pub fn shutdown_stage(&self) -> watch::Receiver<Stage> {
+    /// Wakes when the proxy starts shutting down (`draining`): sessions then end as soon as
+    /// they hold no transaction.
+    pub fn shutdown_signal(&self) -> Subscription {
         self.shutdown.subscribe()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
     }
 
     /// The identity to greet a client with. Until a backend has been seen, the primary is
@@ -248,8 +245,8 @@ pub(crate) async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
 /// clients that still arrive (the Service may not have noticed yet) get an error that says
 /// why. Returns when every session has ended or the deadline cut the rest.
 async fn drain(shared: &Shared, listener: &TcpListener, mut sessions: JoinSet<()>) {
-    shared.draining.store(true, Ordering::Relaxed);
-    shared.shutdown.send_replace(Stage::Draining);
+    shared.draining.store(true, Ordering::Release);
+    shared.shutdown.fire();
     while sessions.try_join_next().is_some() {}
     let deadline = shared.config().drain_timeout;
     info!(

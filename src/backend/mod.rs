@@ -66,7 +66,7 @@ pub struct BackendConn {
     pub connection_id: u32,
     /// Fires when the health checks find the server not answering: a wait for an answer
     /// that may still be abandoned then ends with an error instead of hanging.
-    abandon: Option<tokio::sync::watch::Receiver<u64>>,
+    abandon: Option<crate::signal::Subscription>,
     /// Counts this connection among its backend's open ones while it lives.
     counted: Option<crate::topology::OpenConnection>,
 }
@@ -182,8 +182,7 @@ impl BackendConn {
     }
 
     /// Gives up waiting on this connection when `signal` changes (see `abandon`).
-    pub fn abandon_when(&mut self, mut signal: tokio::sync::watch::Receiver<u64>) {
-        signal.mark_unchanged();
+    pub fn abandon_when(&mut self, signal: crate::signal::Subscription) {
         self.abandon = Some(signal);
     }
 
@@ -191,8 +190,11 @@ impl BackendConn {
     async fn read_more(&mut self, may_abandon: bool) -> std::io::Result<usize> {
         match (&mut self.abandon, may_abandon) {
             (Some(signal), true) => tokio::select! {
+                // The answer is the usual case: looked at first, without drawing a random
+                // branch order per read.
+                biased;
                 read = self.reader.read_more() => read,
-                Ok(()) = signal.changed() => Err(std::io::Error::new(
+                () = signal.changed() => Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     "the health checks found the server not answering",
                 )),

@@ -22,7 +22,8 @@ use crate::net;
 use crate::protocol::codes::{self as codes, SqlError};
 use crate::protocol::handshake::BackendLogin;
 use crate::protocol::packet::{PacketError, PacketReader, PacketWriter};
-use crate::server::{Shared, Stage};
+use crate::server::Shared;
+use crate::signal::Subscription;
 use connections::Connections;
 use state::{SessionEffect, SessionState};
 use statements::Statements;
@@ -92,7 +93,13 @@ pub struct Session {
     statements: Statements,
     /// What the command being served was and where it ran, for the metrics.
     command: CommandRecord,
-    shutdown: tokio::sync::watch::Receiver<Stage>,
+    shutdown: Subscription,
+    /// Fires `idle_timeout` after the last command was answered, or earlier: it is armed
+    /// once and only moved on when it fires, because a timer set anew for every wait costs
+    /// a lock on the timer wheel on every statement.
+    idle_timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// When the last command was answered (or the login completed).
+    idle_since: std::time::Instant,
 }
 
 /// A client command as the metrics count it.
@@ -153,7 +160,7 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, id: u32, shared: Arc<Share
     let span = info_span!("session", conn_id = id, %peer, user = tracing::field::Empty);
     async move {
         let _connected = Connected::new(&shared);
-        let shared_stage = shared.shutdown_stage();
+        let shutdown = shared.shutdown_signal();
         let _ = stream.set_nodelay(true);
         let limits = shared.config().limits.clone();
         delay_repeated_failures(&shared, peer, &limits.login_delay).await;
@@ -203,7 +210,9 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, id: u32, shared: Arc<Share
             state: SessionState::new(0, history_limit),
             statements: Statements::default(),
             command: CommandRecord::default(),
-            shutdown: shared_stage,
+            shutdown,
+            idle_timer: Box::pin(tokio::time::sleep(limits.idle_timeout)),
+            idle_since: std::time::Instant::now(),
         };
         let result = session.serve(first_answer, deadline).await;
         session.ended(result);
@@ -224,6 +233,7 @@ impl Session {
             Err(_) => return Err(self.handshake_timed_out(limit).await),
         };
         let mut conns = Connections::new(self.shared.backends.load().primary.clone());
+        self.idle_since = std::time::Instant::now();
         self.state.restart(opened.status);
         conns.adopt(opened);
         let result = self.command_loop(&mut conns).await;
@@ -252,6 +262,7 @@ impl Session {
                 let reply_seq = packet.last_seq.wrapping_add(1);
                 self.send_error(reply_seq, &SqlError::unknown_command(codes::COM_SLEEP))
                     .await?;
+                self.idle_since = std::time::Instant::now();
                 continue;
             };
             if self.state.pinned && !conns.replicas.is_empty() {
@@ -311,17 +322,19 @@ impl Session {
                         .await?;
                 }
             }
+            let finished = std::time::Instant::now();
+            self.idle_since = finished;
             // Commands without an answer are no statements to count or time.
             if !matches!(
                 command,
                 codes::COM_STMT_CLOSE | codes::COM_STMT_SEND_LONG_DATA
             ) {
-                self.count_command(conns, started);
+                self.count_command(conns, finished - started);
             }
         }
     }
 
-    fn count_command(&self, conns: &Connections, started: std::time::Instant) {
+    fn count_command(&self, conns: &Connections, took: std::time::Duration) {
         let record = self.command;
         let route = match record.ran_on {
             None => metrics::Route::Proxy,
@@ -329,9 +342,7 @@ impl Session {
             Some(_) if record.for_replica => metrics::Route::Fallback,
             Some(_) => metrics::Route::Primary,
         };
-        self.shared
-            .metrics
-            .command(route, record.kind, started.elapsed());
+        self.shared.metrics.command(route, record.kind, took);
     }
 
     /// Logs how the session ended and counts what the metrics count.
@@ -401,15 +412,19 @@ impl Session {
     /// the error report it, the others see the connection end, as with MariaDB.
     async fn next_command_arrives(&mut self) -> Result<bool, SessionError> {
         let idle_timeout = self.shared.config().limits.idle_timeout;
-        let idle = tokio::time::sleep(idle_timeout);
-        tokio::pin!(idle);
+        let deadline = tokio::time::Instant::from_std(self.idle_since + idle_timeout);
+        if self.idle_timer.deadline() > deadline {
+            // A reload shortened the timeout.
+            self.idle_timer.as_mut().reset(deadline);
+        }
         loop {
-            if *self.shutdown.borrow_and_update() != Stage::Serving
-                && !self.state.holds_transaction()
-            {
+            if self.shared.is_draining() && !self.state.holds_transaction() {
                 return Ok(false);
             }
             tokio::select! {
+                // The client is the usual case: looked at first, without drawing a random
+                // branch order per wait.
+                biased;
                 read = self.client_in.read_more() => {
                     return match read {
                         Ok(0) => Err(SessionError::ClientClosed),
@@ -417,9 +432,12 @@ impl Session {
                         Err(e) => Err(SessionError::ClientIo(e)),
                     };
                 }
-                // Should the sender be gone, this branch is off and only the client counts.
-                Ok(()) = self.shutdown.changed() => {}
-                () = &mut idle => {
+                () = self.shutdown.changed() => {}
+                () = self.idle_timer.as_mut() => {
+                    if self.idle_timer.deadline() < deadline {
+                        self.idle_timer.as_mut().reset(deadline);
+                        continue;
+                    }
                     let err = SqlError::idle_timeout(idle_timeout);
                     let _ = self.client_out.send(0, &err.to_payload()).await;
                     let _ = self.client_out.shutdown().await;

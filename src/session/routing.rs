@@ -338,10 +338,9 @@ impl Session {
             let connecting = backend.start_request();
             // A replica found hung while this waits for its greeting is given up on.
             let mut down = backend.down_signal();
-            down.mark_unchanged();
             let connected = tokio::select! {
                 connected = self.connect_to(backend, login) => connected,
-                Ok(()) = down.changed() => Err(BackendError::Timeout(Duration::ZERO)),
+                () = down.changed() => Err(BackendError::Timeout(Duration::ZERO)),
             };
             drop(connecting);
             match connected {

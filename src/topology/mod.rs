@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::{Config, Endpoint};
+use crate::signal::{Signal, Subscription};
 
 pub mod discovery;
 pub mod dns;
@@ -92,7 +92,7 @@ pub struct Backend {
     /// Counts the times the server was found not answering. Sessions waiting on it watch
     /// this to give up on a read that has not started; sessions holding an idle connection
     /// to it check that connection before using it again.
-    down: watch::Sender<u64>,
+    down: Signal,
     epoch: Instant,
     /// Client commands sent here.
     statements: AtomicU64,
@@ -114,7 +114,7 @@ impl Backend {
             read_only: AtomicBool::new(false),
             blocked_until_ms: AtomicU64::new(0),
             connect_failures: AtomicU32::new(0),
-            down: watch::Sender::new(0),
+            down: Signal::new(),
             epoch: Instant::now(),
             statements: AtomicU64::new(0),
             errors: Default::default(),
@@ -186,17 +186,17 @@ impl Backend {
 
     /// The server stopped answering: reads waiting on it are abandoned.
     pub(crate) fn mark_down(&self) {
-        self.down.send_modify(|n| *n += 1);
+        self.down.fire();
     }
 
     /// Wakes when the server is next marked down.
-    pub fn down_signal(&self) -> watch::Receiver<u64> {
+    pub fn down_signal(&self) -> Subscription {
         self.down.subscribe()
     }
 
     /// How often the server has been marked down so far.
     pub fn down_count(&self) -> u64 {
-        *self.down.borrow()
+        self.down.count()
     }
 
     pub fn name(&self) -> &str {
@@ -386,7 +386,12 @@ impl Backends {
         }
         // A retry that excludes the replica that just failed says nothing about the others.
         let none = best.is_none();
-        if excluded.is_empty() && self.no_replica.swap(none, Ordering::Relaxed) != none {
+        // Read before it is written: a write on every read would bounce the cache line
+        // between the cores serving sessions.
+        if excluded.is_empty()
+            && self.no_replica.load(Ordering::Relaxed) != none
+            && self.no_replica.swap(none, Ordering::Relaxed) != none
+        {
             if none {
                 warn!("no replica is eligible for reads");
             } else {
