@@ -280,7 +280,10 @@ impl<W: AsyncWrite + Unpin> PacketWriter<W> {
     pub fn new(inner: W) -> Self {
         Self {
             inner,
-            buf: Vec::with_capacity(READ_CHUNK),
+            // Grown on first use: the relay writes responses straight from the server's
+            // read buffer, so this holds only commands and the proxy's own packets, and an
+            // idle session should not hold 16 KiB per connection for them.
+            buf: Vec::new(),
             write_timeout: None,
             next_seq: 0,
         }
@@ -326,7 +329,7 @@ impl<W: AsyncWrite + Unpin> PacketWriter<W> {
             write_within(&mut self.inner, &self.buf, self.write_timeout).await?;
             self.buf.clear();
             if self.buf.capacity() > SHRINK_ABOVE {
-                self.buf = Vec::with_capacity(READ_CHUNK);
+                self.buf = Vec::new();
             }
         }
         Ok(())
