@@ -9,6 +9,7 @@
 #                             (PyPI)
 #   install-deps.sh fuzz      the fuzz targets (scripts/fuzz.sh): cargo-fuzz from crates.io,
 #                             without root, into target/fuzz-tools
+#   install-deps.sh profile   valgrind, for benches/callgrind.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,8 +53,11 @@ case "$group" in
     # A C++ compiler builds libFuzzer (libfuzzer-sys compiles it from source).
     command -v c++ >/dev/null || need+=(g++)
     ;;
+  profile)
+    command -v callgrind_annotate >/dev/null || need+=(valgrind)
+    ;;
   *)
-    echo "install-deps: unknown group '$group'; expected 'deploy', 'fuzz' or nothing" >&2
+    echo "install-deps: unknown group '$group'; expected 'deploy', 'fuzz', 'profile' or nothing" >&2
     exit 2
     ;;
 esac
