@@ -2,8 +2,9 @@
 # The proxy's own work per statement, in instructions: runs the release binary under
 # callgrind in front of the local cluster and sysbench through it, twice (N1 and N2
 # statements), and reports (instructions at N2 - instructions at N1) / (N2 - N1), which
-# leaves out start-up, logins and background work. Unlike time, the figure does not depend
-# on what else the machine is doing, so two builds can be compared on a shared machine.
+# leaves out start-up, logins and background work. Unlike time, the figure hardly depends
+# on what else the machine is doing (a few percent between runs, with how often the runtime's
+# workers sleep), so two builds can be compared on a shared machine.
 # Only user space is counted: the kernel's share of a statement (the socket calls) is not.
 #
 #   bash benches/callgrind.sh [--net A.B.C] [--events N1,N2] [--test oltp_point_select]
@@ -113,5 +114,5 @@ for ps in disable auto; do
   echo "db-ps-mode=$ps: $(((i2 - i1) / (q2 - q1))) instructions per statement" \
     "($q1 and $q2 statements)"
   callgrind_annotate "$out/$test.$ps.$n2.out" 2>/dev/null |
-    awk '/file:function/ {on = 1; next} on && NF' | head -15 | cut -c1-150
+    awk '/file:function/ {on = 1; next} on && NF && shown++ < 15 {print substr($0, 1, 150)}'
 done
