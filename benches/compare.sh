@@ -7,6 +7,7 @@
 #   benches/compare.sh                          # the full matrix, ~12 minutes
 #   benches/compare.sh --quick                  # a smoke run, under a minute
 #   benches/compare.sh --tests oltp_point_select --threads 1,16 --time 30
+#   benches/compare.sh --tests oltp_point_select --threads 1 --rounds 3   # median of 3
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh

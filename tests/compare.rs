@@ -1,8 +1,9 @@
 //! The comparison driver (`benches/compare/`, run by `benches/compare.sh`) in its quick mode,
-//! so that it keeps working: a cluster of its own, HAProxy and the rwsplit binary, one short
-//! run per target, a few idle connections. What a user reads in its table must be there and
-//! make sense: a row per target with statements per second, no errors, the proxies' CPU and
-//! memory, the idle-connection memory and the targets' verdicts.
+//! so that it keeps working: a cluster of its own, HAProxy and the rwsplit binary, two rounds of
+//! short runs per target, a few idle connections. What a user reads in its table must be there
+//! and make sense: a row per target with statements per second and how far the rounds spread,
+//! no errors, the proxies' CPU and memory, the idle-connection memory and the targets'
+//! verdicts.
 
 #[allow(dead_code)]
 #[path = "../benches/compare/main.rs"]
@@ -22,6 +23,8 @@ fn a_quick_comparison_measures_every_target() {
         NET,
         "--idle",
         "20",
+        "--rounds",
+        "2",
         "--rwsplit",
         env!("CARGO_BIN_EXE_rwsplit"),
     ]);
@@ -43,16 +46,34 @@ fn a_quick_comparison_measures_every_target() {
         compare::TARGETS,
         "a row per target, in the table's order"
     );
-    let mut positions: Vec<usize> = rows.iter().map(|r| r.position).collect();
-    positions.sort();
-    assert_eq!(positions, [1, 2, 3], "each target ran once");
     for row in rows {
-        let r = &row.result;
         let name = row.target.name();
-        assert!(r.failure.is_none(), "{name}: {:?}", r.failure);
+        assert_eq!(row.runs.len(), 2, "{name}: one run per round");
+        assert_eq!(row.positions.len(), 2, "{name}: {:?}", row.positions);
+        assert_ne!(
+            row.positions[0], row.positions[1],
+            "{name}: the order rotates between rounds"
+        );
+        for r in &row.runs {
+            assert!(r.failure.is_none(), "{name}: {:?}", r.failure);
+            assert!(
+                r.qps.is_some_and(|q| q > 0.0),
+                "{name}: no statements per second"
+            );
+            // The histogram read the way sysbench reads it gives the percentile it printed.
+            let p95 = r.p95_ms.expect("p95");
+            let reported = r.reported_p95_ms.expect("sysbench's own 95th percentile");
+            assert!(
+                (p95 - reported).abs() < 0.006,
+                "{name}: p95 {p95} ms from the histogram, {reported} ms from sysbench"
+            );
+        }
+        let (lowest, highest) = row.qps_range().expect("every round's QPS");
+        let r = &row.result;
+        let median = r.qps.expect("the median QPS");
         assert!(
-            r.qps.is_some_and(|q| q > 0.0),
-            "{name}: no statements per second"
+            lowest <= median && median <= highest,
+            "{name}: {median} outside {lowest}..{highest}"
         );
         assert_eq!(
             (r.errors, r.reconnects),
@@ -65,11 +86,11 @@ fn a_quick_comparison_measures_every_target() {
             0.0 < p95 && p95 <= p99,
             "{name}: p95 {p95} ms, p99 {p99} ms"
         );
-        // The histogram read the way sysbench reads it gives the percentile it printed.
-        let reported = r.reported_p95_ms.expect("sysbench's own 95th percentile");
-        assert!(
-            (p95 - reported).abs() < 0.006,
-            "{name}: p95 {p95} ms from the histogram, {reported} ms from sysbench"
+        let statements: u64 = row.runs.iter().map(|r| r.statements.unwrap()).sum();
+        assert_eq!(
+            r.statements,
+            Some(statements),
+            "{name}: both rounds' statements"
         );
         let proxied = row.target != Target::Direct;
         assert_eq!(
@@ -91,8 +112,18 @@ fn a_quick_comparison_measures_every_target() {
                 l.starts_with("oltp_point_select") && l.contains(row.target.label(&cell.test))
             })
             .unwrap_or_else(|| panic!("no table row for {name}"));
-        let qps: f64 = line.split_whitespace().nth(5).unwrap().parse().unwrap();
+        let columns: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(columns[4], "2", "{name}: rounds in the n column: {line}");
+        let qps: f64 = columns[6].parse().unwrap();
         assert!(qps > 0.0, "{name}: {line}");
+        assert!(columns[7].ends_with('%'), "{name}: no QPS spread: {line}");
+        if row.target == Target::Rwsplit {
+            let (lo, hi) = columns[15]
+                .split_once('-')
+                .unwrap_or_else(|| panic!("no per-round qps/hap range: {line}"));
+            let (lo, hi): (f64, f64) = (lo.parse().unwrap(), hi.parse().unwrap());
+            assert!(0.0 < lo && lo <= hi, "{line}");
+        }
     }
 
     let idle: Vec<Target> = report.idle.iter().map(|i| i.target).collect();

@@ -10,9 +10,10 @@
 //!   DNS as in Kubernetes.
 //!
 //! The three targets of a cell run one after the other, in an order that rotates from cell to
-//! cell, so that whatever else the machine does falls on all of them alike. The proxies' CPU
-//! time and memory come from `/proc`. `benches/compare.sh` builds and runs this; the README's
-//! "Benchmarks" section explains every column.
+//! cell (and from round to round, with `--rounds`), so that whatever else the machine does
+//! falls on all of them alike. The proxies' CPU time and memory come from `/proc`.
+//! `benches/compare.sh` builds and runs this; the README's "Benchmarks" section explains
+//! every column.
 
 #[path = "../../tests/support/cluster.rs"]
 mod cluster;
@@ -47,13 +48,44 @@ pub struct Cell {
     pub threads: u32,
 }
 
-/// One sysbench run of a cell against a target.
+/// A target's runs of a cell, one per round.
 #[derive(Debug, Clone)]
 pub struct Row {
     pub target: Target,
-    /// 1 for the first of the cell's runs, 2 for the second, ...
-    pub position: usize,
+    /// Each round's run, in the order the rounds ran.
+    pub runs: Vec<RunResult>,
+    /// The position of each of those runs within its round: 1 ran first.
+    pub positions: Vec<usize>,
+    /// The runs combined (`measure::combine`): what the table reports.
     pub result: RunResult,
+}
+
+impl Row {
+    /// The lowest and highest QPS of the rounds.
+    pub fn qps_range(&self) -> Option<(f64, f64)> {
+        range(self.runs.iter().map(|r| r.qps))
+    }
+
+    /// The lowest and highest of this row's QPS divided by `other`'s, round by round: the
+    /// two ran back to back, so what the machine did weighed on both.
+    pub fn qps_ratio_range(&self, other: &Row) -> Option<(f64, f64)> {
+        range(
+            self.runs
+                .iter()
+                .zip(&other.runs)
+                .map(|(mine, theirs)| Some(mine.qps? / theirs.qps.filter(|q| *q > 0.0)?)),
+        )
+    }
+}
+
+/// The lowest and highest of the values, `None` if one is missing.
+fn range(values: impl Iterator<Item = Option<f64>>) -> Option<(f64, f64)> {
+    values
+        .collect::<Option<Vec<f64>>>()?
+        .into_iter()
+        .fold(None, |acc, v| {
+            Some(acc.map_or((v, v), |(lo, hi): (f64, f64)| (lo.min(v), hi.max(v))))
+        })
 }
 
 /// Memory of a proxy holding idle client connections.
@@ -95,10 +127,12 @@ impl Report {
     /// caused, and every idle connection opened and stayed open. Deadlocks (1213) are the
     /// server's answer to concurrent transactions and reach direct clients too.
     pub fn clean(&self) -> bool {
-        let runs = self.cells.iter().flat_map(|(_, rows)| rows).all(|row| {
-            let r = &row.result;
-            r.failure.is_none() && r.failures() == 0
-        });
+        let runs = self
+            .cells
+            .iter()
+            .flat_map(|(_, rows)| rows)
+            .flat_map(|row| &row.runs)
+            .all(|r| r.failure.is_none() && r.failures() == 0);
         let idle = self
             .idle
             .iter()
@@ -214,7 +248,7 @@ fn warm_up(runtime: &tokio::runtime::Runtime, proxies: &Proxies, settings: &Sett
     }
 }
 
-/// Every cell, its targets back to back.
+/// Every cell, round after round, each round its targets back to back.
 fn run_matrix(
     runtime: &tokio::runtime::Runtime,
     cluster: &Cluster,
@@ -223,47 +257,64 @@ fn run_matrix(
 ) -> anyhow::Result<Vec<(Cell, Vec<Row>)>> {
     let mut cells = Vec::new();
     let matrix = matrix(settings);
+    let targets = &settings.targets;
     for (n, cell) in matrix.iter().enumerate() {
-        let mut rows = Vec::new();
-        // Rotate the order from cell to cell, so no target always runs first or last.
-        let order: Vec<Target> = (0..settings.targets.len())
-            .map(|k| settings.targets[(n + k) % settings.targets.len()])
-            .collect();
-        for (position, &target) in order.iter().enumerate() {
-            if let (Target::Rwsplit, Some(r)) = (target, &proxies.rwsplit) {
-                r.wait_replicas_eligible(Duration::from_secs(30));
-            }
-            progress(&format!(
-                "[{}/{}] {} ps={} threads={}: {}",
-                n + 1,
-                matrix.len(),
-                cell.test,
-                cell.ps,
-                cell.threads,
-                target.label(&cell.test)
-            ));
-            let result = runtime.block_on(measure::sysbench_run(
-                proxies.address(target, &cell.test),
-                proxies.pid(target),
-                cell,
-                settings.time,
-                settings.table_size,
-            ));
-            if let Some(failure) = &result.failure {
-                progress(&format!("  failed: {failure}"));
-            }
-            rows.push(Row {
+        let mut rows: Vec<Row> = targets
+            .iter()
+            .map(|&target| Row {
                 target,
-                position: position + 1,
-                result,
-            });
-            if writes(&cell.test) {
-                // Replicas behind the primary would serve the next reads late, or drop out
-                // of rwsplit's read pool.
-                cluster
-                    .wait_replicas_caught_up(Duration::from_secs(120))
-                    .map_err(anyhow::Error::msg)?;
+                runs: Vec::new(),
+                positions: Vec::new(),
+                result: RunResult::default(),
+            })
+            .collect();
+        for round in 0..settings.rounds {
+            // Rotate the order from round to round and cell to cell, so no target always
+            // runs first or last.
+            let start = n * settings.rounds + round;
+            for position in 0..targets.len() {
+                let index = (start + position) % targets.len();
+                let target = targets[index];
+                if let (Target::Rwsplit, Some(r)) = (target, &proxies.rwsplit) {
+                    r.wait_replicas_eligible(Duration::from_secs(30));
+                }
+                let of_rounds = if settings.rounds > 1 {
+                    format!(" round {}/{}", round + 1, settings.rounds)
+                } else {
+                    String::new()
+                };
+                progress(&format!(
+                    "[{}/{}]{of_rounds} {} ps={} threads={}: {}",
+                    n + 1,
+                    matrix.len(),
+                    cell.test,
+                    cell.ps,
+                    cell.threads,
+                    target.label(&cell.test)
+                ));
+                let result = runtime.block_on(measure::sysbench_run(
+                    proxies.address(target, &cell.test),
+                    proxies.pid(target),
+                    cell,
+                    settings.time,
+                    settings.table_size,
+                ));
+                if let Some(failure) = &result.failure {
+                    progress(&format!("  failed: {failure}"));
+                }
+                rows[index].runs.push(result);
+                rows[index].positions.push(position + 1);
+                if writes(&cell.test) {
+                    // Replicas behind the primary would serve the next reads late, or drop
+                    // out of rwsplit's read pool.
+                    cluster
+                        .wait_replicas_caught_up(Duration::from_secs(120))
+                        .map_err(anyhow::Error::msg)?;
+                }
             }
+        }
+        for row in &mut rows {
+            row.result = measure::combine(&row.runs);
         }
         rows.sort_by_key(|row| TARGETS.iter().position(|t| *t == row.target));
         cells.push((cell.clone(), rows));

@@ -20,14 +20,19 @@ pub struct RunResult {
     pub statements: Option<u64>,
     pub p95_ms: Option<f64>,
     pub p99_ms: Option<f64>,
-    /// The 95th percentile sysbench printed itself, which `p95_ms` must equal.
+    /// The 95th percentile sysbench printed itself, which `p95_ms` must equal; a single
+    /// run's figure, so `None` for rounds combined.
     pub reported_p95_ms: Option<f64>,
+    /// sysbench's latency histogram, kept so that rounds combine into one distribution.
+    pub histogram: Vec<(f64, u64)>,
     /// Errors sysbench saw and went on after ("ignored errors").
     pub errors: u64,
     pub reconnects: u64,
     /// The ignored errors by code, as sysbench logged them.
     pub error_codes: Vec<(u16, u64)>,
-    /// The proxy's user + system CPU time over the run, per statement.
+    /// The proxy's user + system CPU time over the run, in microseconds.
+    pub cpu_us: Option<f64>,
+    /// The same per statement.
     pub cpu_us_per_statement: Option<f64>,
     /// The proxy's largest resident set seen during the run.
     pub rss_kib: Option<u64>,
@@ -115,11 +120,82 @@ pub async fn sysbench_run(
         && statements > 0
     {
         let micros = (after - before) as f64 * 1e6 / clock_ticks_per_second() as f64;
+        result.cpu_us = Some(micros);
         result.cpu_us_per_statement = Some(micros / statements as f64);
     }
     let peak = peak.load(Ordering::Relaxed);
     result.rss_kib = (peak > 0).then_some(peak);
     result
+}
+
+/// The rounds of one cell and target as one result. QPS is the median of the rounds', which
+/// one round disturbed by the rest of the machine cannot drag; the percentiles come from the
+/// rounds' histograms merged, every event weighing the same; counts add up; CPU is the total
+/// over the total statements, so a short round weighs less; RSS is the largest.
+pub fn combine(rounds: &[RunResult]) -> RunResult {
+    if let [one] = rounds {
+        return one.clone();
+    }
+    let mut histogram: Vec<(f64, u64)> = Vec::new();
+    let mut error_codes: Vec<(u16, u64)> = Vec::new();
+    for r in rounds {
+        // sysbench's buckets are fixed, so the same bucket prints the same value every run.
+        for &(value, n) in &r.histogram {
+            match histogram.iter_mut().find(|(v, _)| *v == value) {
+                Some((_, total)) => *total += n,
+                None => histogram.push((value, n)),
+            }
+        }
+        for &(code, n) in &r.error_codes {
+            match error_codes.iter_mut().find(|(c, _)| *c == code) {
+                Some((_, total)) => *total += n,
+                None => error_codes.push((code, n)),
+            }
+        }
+    }
+    histogram.sort_by(|a, b| a.0.total_cmp(&b.0));
+    error_codes.sort();
+    let all = |f: fn(&RunResult) -> Option<f64>| rounds.iter().map(f).collect::<Option<Vec<_>>>();
+    let statements = rounds
+        .iter()
+        .map(|r| r.statements)
+        .collect::<Option<Vec<_>>>()
+        .map(|s| s.iter().sum::<u64>());
+    let cpu_us = all(|r| r.cpu_us).map(|c| c.iter().sum::<f64>());
+    let failures: Vec<String> = rounds
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| Some(format!("round {}: {}", i + 1, r.failure.as_ref()?)))
+        .collect();
+    RunResult {
+        qps: median(rounds.iter().filter_map(|r| r.qps).collect()),
+        statements,
+        p95_ms: percentile(&histogram, 95.0),
+        p99_ms: percentile(&histogram, 99.0),
+        reported_p95_ms: None,
+        histogram,
+        errors: rounds.iter().map(|r| r.errors).sum(),
+        reconnects: rounds.iter().map(|r| r.reconnects).sum(),
+        error_codes,
+        cpu_us,
+        cpu_us_per_statement: match (cpu_us, statements) {
+            (Some(cpu), Some(n)) if n > 0 => Some(cpu / n as f64),
+            _ => None,
+        },
+        rss_kib: rounds.iter().filter_map(|r| r.rss_kib).max(),
+        failure: (!failures.is_empty()).then(|| failures.join("; ")),
+    }
+}
+
+/// The middle value, or the mean of the two middle ones.
+pub fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
 }
 
 /// Reads sysbench's summary; what is missing stays `None` (or 0 for the error counters).
@@ -146,6 +222,7 @@ pub fn parse_report(report: &str) -> RunResult {
         p99_ms: percentile(&histogram, 99.0),
         reported_p95_ms: line_after(report, "95th percentile:")
             .and_then(|rest| rest.trim().parse().ok()),
+        histogram,
         errors: count("ignored errors:"),
         reconnects: count("reconnects:"),
         error_codes: error_codes(report),
@@ -326,6 +403,45 @@ Time limit exceeded, exiting...
 (last message repeated 11 times)
 ";
         assert_eq!(error_codes(log), [(1062, 1), (1213, 454)]);
+    }
+
+    #[test]
+    fn rounds_combine() {
+        let round = |qps: f64, histogram: Vec<(f64, u64)>, cpu_us: f64, rss_kib: u64| RunResult {
+            qps: Some(qps),
+            statements: Some(histogram.iter().map(|(_, n)| n).sum()),
+            histogram,
+            errors: 1,
+            error_codes: vec![(1213, 1)],
+            cpu_us: Some(cpu_us),
+            rss_kib: Some(rss_kib),
+            ..RunResult::default()
+        };
+        let rounds = [
+            round(300.0, vec![(0.1, 90), (0.2, 10)], 100.0, 10),
+            round(100.0, vec![(0.1, 50), (0.3, 50)], 300.0, 30),
+            round(200.0, vec![(0.2, 100)], 200.0, 20),
+        ];
+        let c = combine(&rounds);
+        assert_eq!(c.qps, Some(200.0), "the median, not the mean");
+        assert_eq!(c.histogram, [(0.1, 140), (0.2, 110), (0.3, 50)]);
+        assert_eq!((c.p95_ms, c.p99_ms), (Some(0.3), Some(0.3)));
+        assert_eq!(c.statements, Some(300));
+        assert_eq!(c.cpu_us_per_statement, Some(2.0));
+        assert_eq!((c.errors, c.deadlocks(), c.failures()), (3, 3, 0));
+        assert_eq!(c.rss_kib, Some(30));
+        assert!(c.failure.is_none() && c.reported_p95_ms.is_none());
+        assert_eq!(median(vec![4.0, 1.0]), Some(2.5));
+        assert_eq!(median(Vec::new()), None);
+
+        let failed = RunResult {
+            failure: Some("timeout".into()),
+            ..RunResult::default()
+        };
+        let c = combine(&[rounds[0].clone(), failed]);
+        assert_eq!(c.failure.as_deref(), Some("round 2: timeout"));
+        assert_eq!(c.qps, Some(300.0), "the rounds that completed");
+        assert_eq!(c.cpu_us_per_statement, None, "not over part of the rounds");
     }
 
     #[test]

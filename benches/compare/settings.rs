@@ -25,6 +25,9 @@ pub struct Args {
     /// --quick: oltp_point_select].
     #[arg(long, value_delimiter = ',')]
     pub tests: Option<Vec<String>>,
+    /// Runs of every target per cell; the table reports their median QPS and their spread.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
     /// Client threads, comma-separated [default: 1,16,64; --quick: 1].
     #[arg(long, value_delimiter = ',')]
     pub threads: Option<Vec<u32>>,
@@ -62,6 +65,7 @@ pub struct Args {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub time: u64,
+    pub rounds: usize,
     pub tests: Vec<String>,
     pub threads: Vec<u32>,
     pub ps: Vec<String>,
@@ -114,6 +118,9 @@ impl Settings {
         if threads.contains(&0) {
             bail!("--threads: at least one thread per run");
         }
+        if args.rounds == 0 {
+            bail!("--rounds: at least one");
+        }
         let idle = args.idle.unwrap_or(if quick { 50 } else { 1000 });
         let max_connections = idle + 200;
         if max_connections > 1900 {
@@ -121,6 +128,7 @@ impl Settings {
         }
         Ok(Settings {
             time: args.time.unwrap_or(if quick { 2 } else { 10 }).max(1),
+            rounds: args.rounds,
             tests,
             threads,
             ps,

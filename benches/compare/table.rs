@@ -13,13 +13,15 @@ pub struct Context {
     pub versions: Vec<String>,
 }
 
-pub const HEADER: [&str; 15] = [
+pub const HEADER: [&str; 18] = [
     "test",
     "ps",
     "thr",
     "target",
+    "n",
     "#",
     "qps",
+    "qps_spread",
     "p95ms",
     "p99ms",
     "errors",
@@ -27,6 +29,7 @@ pub const HEADER: [&str; 15] = [
     "cpu_us",
     "rss_MiB",
     "qps/hap",
+    "min-max",
     "qps/direct",
     "cpu/hap",
 ];
@@ -50,9 +53,9 @@ pub fn print(out: &mut dyn Write, report: &Report, context: &Context) -> std::io
     )?;
     writeln!(
         out,
-        "settings: {} s per run, 1 table x {} rows, primary + {} replicas on {}.x, {} s warm-up, \
+        "settings: {} s per run, {} round(s) per cell, 1 table x {} rows, primary + {} replicas on {}.x, {} s warm-up, \
          {} idle connections per proxy",
-        s.time, s.table_size, s.replicas, s.net, s.warmup, s.idle,
+        s.time, s.rounds, s.table_size, s.replicas, s.net, s.warmup, s.idle,
     )?;
     writeln!(
         out,
@@ -161,26 +164,23 @@ pub fn print(out: &mut dyn Write, report: &Report, context: &Context) -> std::io
     Ok(())
 }
 
-const LEGEND: [&str; 9] = [
-    "#: order of the run within its cell (the order rotates from cell to cell)",
-    "qps: statements per second; p95ms, p99ms: latency percentiles of sysbench's events from its histogram",
-    "errors: errors sysbench counted, deadlocks aside, + reconnects (FAILED: the run did not complete)",
-    "deadlocks: transactions the server aborted (1213) and sysbench retried; direct clients get them too",
-    "cpu_us: the proxy process's user + system CPU per statement, in microseconds",
-    "rss_MiB: the proxy process's largest resident memory seen during the run (proxies restarted after the idle test)",
-    "qps/hap, qps/direct, cpu/hap: this row's figure divided by HAProxy's / the direct run's of the same cell",
+const LEGEND: [&str; 10] = [
+    "n: rounds, each running the cell's targets back to back; #: the row's position in each round (the order rotates from round to round and cell to cell)",
+    "qps: statements per second, the median of the rounds'; qps_spread: (highest - lowest) / median of the rounds' qps",
+    "p95ms, p99ms: latency percentiles of sysbench's events, from its histograms of every round added together",
+    "errors: errors sysbench counted, deadlocks aside, + reconnects, over all rounds (FAILED: a run did not complete)",
+    "deadlocks: transactions the server aborted (1213) and sysbench retried, over all rounds; direct clients get them too",
+    "cpu_us: the proxy process's user + system CPU per statement, in microseconds: all rounds' CPU over all their statements",
+    "rss_MiB: the proxy process's largest resident memory seen during any round (proxies restarted after the idle test)",
+    "qps/hap, qps/direct, cpu/hap: this row's figure divided by HAProxy's / the direct run's of the same cell; \
+     min-max: the lowest and highest qps/hap of single rounds",
     "haproxy:read balances connections over all pods like mysql-read; haproxy:primary forwards to the primary only (oltp_read_write writes)",
     "sysbench runs oltp_read_only and oltp_read_write events in transactions, which rwsplit keeps on the primary; oltp_point_select reads go to its replicas",
 ];
 
 fn table_row(cell: &Cell, row: &Row, cell_rows: &[Row]) -> Vec<String> {
     let r = &row.result;
-    let of = |target: Target| {
-        cell_rows
-            .iter()
-            .find(|o| o.target == target)
-            .map(|o| &o.result)
-    };
+    let of = |target: Target| cell_rows.iter().find(|o| o.target == target);
     let ratio = |mine: Option<f64>, theirs: Option<f64>| match (mine, theirs) {
         (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
         _ => "-".to_owned(),
@@ -188,15 +188,26 @@ fn table_row(cell: &Cell, row: &Row, cell_rows: &[Row]) -> Vec<String> {
     let haproxy = of(Target::Haproxy);
     let direct = of(Target::Direct);
     let proxied = row.target != Target::Direct;
-    let (qps_hap, cpu_hap) = match (row.target, haproxy) {
+    let rounds = row.runs.len();
+    let (qps_hap, hap_range, cpu_hap) = match (row.target, haproxy) {
         (Target::Rwsplit, Some(h)) => (
-            ratio(r.qps, h.qps),
-            ratio(r.cpu_us_per_statement, h.cpu_us_per_statement),
+            ratio(r.qps, h.result.qps),
+            match row.qps_ratio_range(h) {
+                Some((lo, hi)) if rounds > 1 => format!("{lo:.2}-{hi:.2}"),
+                _ => "-".to_owned(),
+            },
+            ratio(r.cpu_us_per_statement, h.result.cpu_us_per_statement),
         ),
-        _ => ("-".to_owned(), "-".to_owned()),
+        _ => ("-".to_owned(), "-".to_owned(), "-".to_owned()),
     };
     let qps_direct = match (proxied, direct) {
-        (true, Some(d)) => ratio(r.qps, d.qps),
+        (true, Some(d)) => ratio(r.qps, d.result.qps),
+        _ => "-".to_owned(),
+    };
+    let qps_spread = match (row.qps_range(), r.qps) {
+        (Some((lo, hi)), Some(median)) if rounds > 1 && median > 0.0 => {
+            format!("{:.0}%", (hi - lo) / median * 100.0)
+        }
         _ => "-".to_owned(),
     };
     let errors = if r.failure.is_some() {
@@ -211,13 +222,16 @@ fn table_row(cell: &Cell, row: &Row, cell_rows: &[Row]) -> Vec<String> {
             "n/a".into()
         }
     };
+    let positions: Vec<String> = row.positions.iter().map(usize::to_string).collect();
     vec![
         cell.test.clone(),
         cell.ps.clone(),
         cell.threads.to_string(),
         row.target.label(&cell.test).to_owned(),
-        row.position.to_string(),
+        rounds.to_string(),
+        positions.join(","),
         number(r.qps, 0),
+        qps_spread,
         number(r.p95_ms, 2),
         number(r.p99_ms, 2),
         errors,
@@ -225,6 +239,7 @@ fn table_row(cell: &Cell, row: &Row, cell_rows: &[Row]) -> Vec<String> {
         na(r.cpu_us_per_statement.map(|v| format!("{v:.1}"))),
         na(r.rss_kib.map(|kib| format!("{:.1}", kib as f64 / 1024.0))),
         qps_hap,
+        hap_range,
         qps_direct,
         cpu_hap,
     ]
@@ -281,32 +296,38 @@ fn error_details(report: &Report) -> Vec<String> {
     let mut lines = Vec::new();
     for (cell, rows) in &report.cells {
         for row in rows {
-            let r = &row.result;
-            let name = format!(
-                "{} ps={} threads={} {}",
-                cell.test,
-                cell.ps,
-                cell.threads,
-                row.target.label(&cell.test)
-            );
-            if let Some(failure) = &r.failure {
-                lines.push(format!("{name}: {failure}"));
-            }
-            if r.failures() > 0 {
-                let codes: Vec<String> = r
-                    .error_codes
-                    .iter()
-                    .map(|(code, n)| {
-                        let what = if *code == 1213 { " (deadlock)" } else { "" };
-                        format!("{n} x error {code}{what}")
-                    })
-                    .collect();
-                lines.push(format!(
-                    "{name}: {} errors ({}), {} reconnects",
-                    r.errors,
-                    codes.join(", "),
-                    r.reconnects
-                ));
+            for (round, r) in row.runs.iter().enumerate() {
+                let of_rounds = if row.runs.len() > 1 {
+                    format!(" round {}", round + 1)
+                } else {
+                    String::new()
+                };
+                let name = format!(
+                    "{} ps={} threads={} {}{of_rounds}",
+                    cell.test,
+                    cell.ps,
+                    cell.threads,
+                    row.target.label(&cell.test)
+                );
+                if let Some(failure) = &r.failure {
+                    lines.push(format!("{name}: {failure}"));
+                }
+                if r.failures() > 0 {
+                    let codes: Vec<String> = r
+                        .error_codes
+                        .iter()
+                        .map(|(code, n)| {
+                            let what = if *code == 1213 { " (deadlock)" } else { "" };
+                            format!("{n} x error {code}{what}")
+                        })
+                        .collect();
+                    lines.push(format!(
+                        "{name}: {} errors ({}), {} reconnects",
+                        r.errors,
+                        codes.join(", "),
+                        r.reconnects
+                    ));
+                }
             }
         }
     }
@@ -344,20 +365,29 @@ fn targets(report: &Report) -> Vec<String> {
         }),
     ));
     for threads in [1, 16] {
-        let qps: Vec<(f64, &Cell)> = point_selects
+        let qps: Vec<(f64, (&Cell, String))> = point_selects
             .iter()
             .filter(|(cell, _, _)| cell.threads == threads)
-            .filter_map(|(cell, rw, hap)| Some((rw.result.qps? / hap.result.qps?, *cell)))
+            .filter_map(|(cell, rw, hap)| {
+                // How far single rounds strayed says whether the median can be trusted.
+                let rounds = match rw.qps_ratio_range(hap) {
+                    Some((lo, hi)) if rw.runs.len() > 1 => {
+                        format!("; {} rounds {lo:.2}-{hi:.2}x", rw.runs.len())
+                    }
+                    _ => String::new(),
+                };
+                Some((rw.result.qps? / hap.result.qps?, (*cell, rounds)))
+            })
             .collect();
         lines.push(verdict(
             &format!(
                 "oltp_point_select QPS at {threads} thread{} >= {POINT_SELECT_QPS}x HAProxy's",
                 if threads == 1 { "" } else { "s" }
             ),
-            worst(qps, false).map(|(r, cell)| {
+            worst(qps, false).map(|(r, (cell, rounds))| {
                 (
                     r >= POINT_SELECT_QPS,
-                    format!("worst {r:.2}x ({})", where_(cell)),
+                    format!("worst {r:.2}x ({}{rounds})", where_(cell)),
                 )
             }),
         ));
@@ -379,8 +409,8 @@ fn targets(report: &Report) -> Vec<String> {
     lines
 }
 
-/// The highest (or lowest) ratio and its cell.
-fn worst(ratios: Vec<(f64, &Cell)>, highest: bool) -> Option<(f64, &Cell)> {
+/// The highest (or lowest) ratio and what goes with it.
+fn worst<T>(ratios: Vec<(f64, T)>, highest: bool) -> Option<(f64, T)> {
     ratios
         .into_iter()
         .reduce(|a, b| if (b.0 > a.0) == highest { b } else { a })
