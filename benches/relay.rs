@@ -1,0 +1,381 @@
+//! The relay loop's own cost per statement, without a database's noise: an in-process
+//! opensrv-mysql backend answers sysbench's point select at once, and the same client runs
+//! the same statements against it directly and through rwsplit (in-process, a primary and a
+//! replica, health checks on). Reads go to the replica, so classification, routing, the
+//! balancer and the relay are all on the path.
+//!
+//! Criterion reports the time per batch and statements per second for each arm; the table
+//! printed after it gives, per statement, wall time, the ratio proxy/direct and the CPU time
+//! of the proxy's, the backend's and the client's threads, read from their own clocks.
+//! Compare ratios from one run, not figures across runs: the machine is shared.
+
+#[path = "relay/backend.rs"]
+mod backend;
+#[path = "relay/client.rs"]
+mod client;
+#[path = "relay/cpu.rs"]
+mod cpu;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput};
+use rwsplit::config::{Config, FileConfig, Overrides};
+use rwsplit::protocol::codes;
+use rwsplit::protocol::packet::encode_packet;
+use rwsplit::protocol::response::ResponseKind;
+use rwsplit::server::Proxy;
+use rwsplit::topology::Backends;
+use tokio::runtime::Runtime;
+
+use backend::{POINT_SELECT, POINT_SELECT_TEXT, Role};
+use client::Client;
+use cpu::ThreadClock;
+
+/// Statements per write in the pipelined case.
+const PIPELINE: usize = 16;
+const ID: i64 = 5014;
+const USER: (&str, &str) = backend::USERS[0];
+
+/// The backends and the proxy, each on a runtime of its own.
+struct World {
+    proxy_addr: SocketAddr,
+    replica_addr: SocketAddr,
+    backends: Arc<Backends>,
+    proxy_cpu: ThreadClock,
+    backend_cpu: ThreadClock,
+    stop: tokio::sync::oneshot::Sender<()>,
+    served: tokio::task::JoinHandle<()>,
+    proxy_rt: Runtime,
+    backend_rt: Runtime,
+}
+
+/// One worker per runtime: on two cores the client, the proxy and the backend already take
+/// turns, and a single thread per side is what makes each side's CPU time readable.
+fn runtime(name: &str, clock: &ThreadClock) -> Runtime {
+    let clock = clock.clone();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(name)
+        .enable_all()
+        .on_thread_start(move || clock.register_current())
+        .build()
+        .expect("tokio runtime")
+}
+
+fn proxy_config(primary: SocketAddr, replica: SocketAddr) -> Config {
+    let (user, password) = USER;
+    let (monitor, monitor_password) = backend::USERS[1];
+    let text = format!(
+        "[proxy]\nlisten = '127.0.0.1:0'\n\
+         [primary]\nname = 'primary'\naddress = '{primary}'\n\
+         [[replicas]]\nname = 'replica'\naddress = '{replica}'\n\
+         [health]\nmonitor_user = '{monitor}'\n\
+         [[users]]\nname = '{user}'\npassword = '{password}'\n\
+         [[users]]\nname = '{monitor}'\npassword = '{monitor_password}'\n"
+    );
+    let file: FileConfig = toml::from_str(&text).expect("bench config parses");
+    Config::from_file(file, &Overrides::default(), &|_| None).expect("bench config is valid")
+}
+
+impl World {
+    fn start() -> Self {
+        let backend_cpu = ThreadClock::default();
+        let backend_rt = runtime("bench-backend", &backend_cpu);
+        let (primary, replica_addr) = backend_rt.block_on(async {
+            (
+                backend::start(Role::Primary).await,
+                backend::start(Role::Replica).await,
+            )
+        });
+        let proxy_cpu = ThreadClock::default();
+        let proxy_rt = runtime("bench-proxy", &proxy_cpu);
+        let proxy = proxy_rt
+            .block_on(Proxy::bind(proxy_config(primary, replica_addr)))
+            .expect("bind the proxy");
+        let proxy_addr = proxy.local_addr().expect("proxy address");
+        let backends = proxy.backends();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = proxy_rt.spawn(proxy.serve(async {
+            let _ = stopped.await;
+        }));
+        let world = Self {
+            proxy_addr,
+            replica_addr,
+            backends,
+            proxy_cpu,
+            backend_cpu,
+            stop,
+            served,
+            proxy_rt,
+            backend_rt,
+        };
+        world.wait_for_replica();
+        world
+    }
+
+    /// Reads go to the replica only once a health check has passed it.
+    fn wait_for_replica(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let topology = self.backends.load();
+            let replica = topology
+                .replicas
+                .first()
+                .expect("the replica is configured");
+            if replica.eligible() {
+                return;
+            }
+            if Instant::now() > deadline {
+                let seen = replica.observed();
+                panic!(
+                    "the replica takes no reads after 10 s: {:?} (check: {:?})",
+                    seen.why_not, seen.check_error
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Statements the proxy sent to the primary and to the replica so far.
+    fn routed(&self) -> (u64, u64) {
+        let topology = self.backends.load();
+        let replicas = topology.replicas.iter().map(|r| r.statements()).sum();
+        (topology.primary.statements(), replicas)
+    }
+
+    /// Lets sessions end, stops the proxy and both runtimes: no thread or socket survives.
+    fn stop(self) {
+        let _ = self.stop.send(());
+        let served = self.served;
+        let drained = self
+            .proxy_rt
+            .block_on(async { tokio::time::timeout(Duration::from_secs(5), served).await });
+        assert!(drained.is_ok(), "the proxy did not stop within 5 s");
+        self.proxy_rt.shutdown_timeout(Duration::from_secs(1));
+        self.backend_rt.shutdown_timeout(Duration::from_secs(1));
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arm {
+    Direct,
+    Proxy,
+}
+
+impl Arm {
+    const BOTH: [Arm; 2] = [Arm::Direct, Arm::Proxy];
+
+    fn name(self) -> &'static str {
+        match self {
+            Arm::Direct => "direct",
+            Arm::Proxy => "proxy",
+        }
+    }
+}
+
+/// What a case sends in one timed round: framed requests for each arm (prepared statement
+/// ids differ per connection) and how many answers they get.
+struct Case {
+    name: &'static str,
+    kind: ResponseKind,
+    statements: usize,
+    requests: [Vec<u8>; 2],
+}
+
+/// Everything measured for one case and arm, over all of criterion's batches.
+#[derive(Default, Clone, Copy)]
+struct Tally {
+    statements: u64,
+    wall: Duration,
+    proxy_cpu: Duration,
+    backend_cpu: Duration,
+    client_cpu: Duration,
+}
+
+impl Tally {
+    fn per_statement(&self, d: Duration) -> f64 {
+        d.as_secs_f64() * 1e6 / self.statements.max(1) as f64
+    }
+}
+
+fn framed(payloads: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for payload in payloads {
+        encode_packet(&mut out, 0, payload);
+    }
+    out
+}
+
+fn text_query() -> Vec<u8> {
+    let mut payload = vec![codes::COM_QUERY];
+    payload.extend_from_slice(format!("{POINT_SELECT_TEXT}{ID}").as_bytes());
+    payload
+}
+
+/// COM_STMT_EXECUTE with the id as a signed BIGINT. Like libmysqlclient (sysbench), the
+/// types go with the first execute after binding only.
+fn execute(statement: u32, send_types: bool) -> Vec<u8> {
+    let mut payload = vec![codes::COM_STMT_EXECUTE];
+    payload.extend_from_slice(&statement.to_le_bytes());
+    payload.push(0); // no cursor
+    payload.extend_from_slice(&1u32.to_le_bytes()); // iteration count
+    payload.push(0); // NULL bitmap
+    payload.push(u8::from(send_types));
+    if send_types {
+        payload.extend_from_slice(&[0x08, 0x00]); // MYSQL_TYPE_LONGLONG, signed
+    }
+    payload.extend_from_slice(&ID.to_le_bytes());
+    payload
+}
+
+/// Logs both arms in, checks that they get the same answers and that the proxy sends the
+/// reads to the replica, and frames each case's requests.
+fn prepare_cases(world: &World) -> ([Client; 2], Vec<Case>) {
+    let (user, password) = USER;
+    let addrs = [world.replica_addr, world.proxy_addr];
+    let mut clients = addrs.map(|addr| {
+        let mut client = Client::connect(addr, user, password);
+        client.query("SET autocommit=1");
+        client
+    });
+    let (primary_before, replica_before) = world.routed();
+    let [direct, proxied] = &mut clients;
+    let sql = format!("{POINT_SELECT_TEXT}{ID}");
+    let answer = direct.query(&sql);
+    assert_eq!(answer, proxied.query(&sql), "the proxy changed the answer");
+    let row = [&[120u8][..], &backend::C_VALUE].concat();
+    assert!(answer.contains(&row), "no 120-byte row in {answer:02x?}");
+
+    let statements = clients.each_mut().map(|client| {
+        let id = client.prepare(POINT_SELECT);
+        client.exchange(&framed(&[execute(id, true)]), ResponseKind::Execute, 1);
+        id
+    });
+    let (primary_after, replica_after) = world.routed();
+    assert!(
+        primary_after == primary_before && replica_after >= replica_before + 3,
+        "a query, a prepare and an execute through the proxy must all reach the replica: \
+         primary {primary_before} -> {primary_after}, replica {replica_before} -> {replica_after}"
+    );
+
+    let text = framed(&[text_query()]);
+    let cases = vec![
+        Case {
+            name: "point_select_text",
+            kind: ResponseKind::Query,
+            statements: 1,
+            requests: [text.clone(), text.clone()],
+        },
+        Case {
+            name: "point_select_prepared",
+            kind: ResponseKind::Execute,
+            statements: 1,
+            requests: statements.map(|id| framed(&[execute(id, false)])),
+        },
+        Case {
+            name: "point_select_pipelined_16",
+            kind: ResponseKind::Query,
+            statements: PIPELINE,
+            requests: [(); 2].map(|_| framed(&vec![text_query(); PIPELINE])),
+        },
+    ];
+    (clients, cases)
+}
+
+fn bench_case(
+    c: &mut Criterion,
+    world: &World,
+    clients: &mut [Client; 2],
+    case: &Case,
+) -> [Tally; 2] {
+    let mut tallies = [Tally::default(); 2];
+    let mut group = c.benchmark_group(case.name);
+    group.throughput(Throughput::Elements(case.statements as u64));
+    for (i, arm) in Arm::BOTH.into_iter().enumerate() {
+        let client = &mut clients[i];
+        let request = &case.requests[i];
+        let packets = client.exchange(request, case.kind, case.statements);
+        let tally = &mut tallies[i];
+        group.bench_function(arm.name(), |b| {
+            b.iter_custom(|rounds| {
+                let proxy = world.proxy_cpu.elapsed();
+                let backend = world.backend_cpu.elapsed();
+                let own = cpu::this_thread();
+                let start = Instant::now();
+                for _ in 0..rounds {
+                    let got = client.exchange(request, case.kind, case.statements);
+                    assert_eq!(got, packets, "the answer changed shape");
+                }
+                let wall = start.elapsed();
+                tally.statements += rounds * case.statements as u64;
+                tally.wall += wall;
+                tally.client_cpu += cpu::this_thread() - own;
+                tally.proxy_cpu += world.proxy_cpu.elapsed() - proxy;
+                tally.backend_cpu += world.backend_cpu.elapsed() - backend;
+                wall
+            })
+        });
+    }
+    group.finish();
+    tallies
+}
+
+fn report(results: &[(&str, [Tally; 2])], routed: (u64, u64)) {
+    println!();
+    println!("relay overhead per statement (means over all timed batches, warm-up included)");
+    println!(
+        "{:<27} {:<7} {:>9} {:>10} {:>11} {:>11} {:>11}",
+        "case", "arm", "wall µs", "stmt/s", "proxy CPU", "backend CPU", "client CPU"
+    );
+    for (name, tallies) in results {
+        for (arm, t) in Arm::BOTH.iter().zip(tallies) {
+            let wall = t.per_statement(t.wall);
+            println!(
+                "{:<27} {:<7} {:>9.2} {:>10.0} {:>9.2}µs {:>9.2}µs {:>9.2}µs",
+                name,
+                arm.name(),
+                wall,
+                1e6 / wall,
+                t.per_statement(t.proxy_cpu),
+                t.per_statement(t.backend_cpu),
+                t.per_statement(t.client_cpu),
+            );
+        }
+        let [direct, proxy] = tallies;
+        let added = proxy.per_statement(proxy.wall) - direct.per_statement(direct.wall);
+        println!(
+            "{:<27} proxy/direct: time x{:.2} (+{:.2} µs/stmt), proxy CPU {:.2} µs/stmt",
+            name,
+            proxy.per_statement(proxy.wall) / direct.per_statement(direct.wall),
+            added,
+            proxy.per_statement(proxy.proxy_cpu),
+        );
+    }
+    println!(
+        "statements the proxy routed: {} to the primary, {} to the replica",
+        routed.0, routed.1
+    );
+}
+
+fn main() {
+    let mut criterion = Criterion::default().configure_from_args();
+    let world = World::start();
+    let (mut clients, cases) = prepare_cases(&world);
+    let results: Vec<_> = cases
+        .iter()
+        .map(|case| {
+            (
+                case.name,
+                bench_case(&mut criterion, &world, &mut clients, case),
+            )
+        })
+        .collect();
+    report(&results, world.routed());
+    for client in clients {
+        client.quit();
+    }
+    world.stop();
+    criterion.final_summary();
+}
