@@ -330,7 +330,12 @@ fn report(results: &[(&str, [Tally; 2])], routed: (u64, u64)) {
         "case", "arm", "wall µs", "stmt/s", "proxy CPU", "backend CPU", "client CPU"
     );
     for (name, tallies) in results {
-        for (arm, t) in Arm::BOTH.iter().zip(tallies) {
+        // A filter on the command line may have left out either arm.
+        for (arm, t) in Arm::BOTH
+            .iter()
+            .zip(tallies)
+            .filter(|(_, t)| t.statements > 0)
+        {
             let wall = t.per_statement(t.wall);
             println!(
                 "{:<27} {:<7} {:>9.2} {:>10.0} {:>9.2}µs {:>9.2}µs {:>9.2}µs",
@@ -344,6 +349,9 @@ fn report(results: &[(&str, [Tally; 2])], routed: (u64, u64)) {
             );
         }
         let [direct, proxy] = tallies;
+        if direct.statements == 0 || proxy.statements == 0 {
+            continue;
+        }
         let added = proxy.per_statement(proxy.wall) - direct.per_statement(direct.wall);
         println!(
             "{:<27} proxy/direct: time x{:.2} (+{:.2} µs/stmt), proxy CPU {:.2} µs/stmt",
