@@ -4,10 +4,11 @@
 //! replica, health checks on). Reads go to the replica, so classification, routing, the
 //! balancer and the relay are all on the path.
 //!
-//! Criterion reports the time per batch and statements per second for each arm; the table
-//! printed after it gives, per statement, wall time, the ratio proxy/direct and the CPU time
-//! of the proxy's, the backend's and the client's threads, read from their own clocks.
-//! Compare ratios from one run, not figures across runs: the machine is shared.
+//! Criterion reports the time per round and statements per second for each arm. The table
+//! printed after it comes from a second measurement that runs the arms in alternation, so
+//! that both see the same load on a shared machine: per statement, wall time, the ratio
+//! proxy/direct and the CPU time of the proxy's, the backend's and the client's threads,
+//! read from their own clocks. Compare ratios from one run, not figures across runs.
 
 #[path = "relay/backend.rs"]
 mod backend;
@@ -36,6 +37,11 @@ use cpu::ThreadClock;
 /// Statements per write in the pipelined case.
 const PIPELINE: usize = 16;
 const ID: i64 = 5014;
+/// Rounds per turn in the alternating measurement: a few milliseconds, long enough for the
+/// clocks' reading to vanish, short enough for both arms to see the same machine.
+const ALTERNATION_ROUNDS: u64 = 200;
+/// How long the alternating measurement runs per case.
+const ALTERNATION_TIME: Duration = Duration::from_secs(3);
 const USER: (&str, &str) = backend::USERS[0];
 
 /// The backends and the proxy, each on a runtime of its own.
@@ -184,7 +190,7 @@ struct Case {
     requests: [Vec<u8>; 2],
 }
 
-/// Everything measured for one case and arm, over all of criterion's batches.
+/// What the alternating measurement found for one case and arm.
 #[derive(Default, Clone, Copy)]
 struct Tally {
     statements: u64,
@@ -284,58 +290,76 @@ fn prepare_cases(world: &World) -> ([Client; 2], Vec<Case>) {
     (clients, cases)
 }
 
-fn bench_case(
-    c: &mut Criterion,
-    world: &World,
-    clients: &mut [Client; 2],
-    case: &Case,
-) -> [Tally; 2] {
-    let mut tallies = [Tally::default(); 2];
+/// Criterion's measurement of each arm; `false` when a command-line filter skipped both.
+fn bench_case(c: &mut Criterion, clients: &mut [Client; 2], case: &Case) -> bool {
+    let mut ran = false;
     let mut group = c.benchmark_group(case.name);
     group.throughput(Throughput::Elements(case.statements as u64));
     for (i, arm) in Arm::BOTH.into_iter().enumerate() {
         let client = &mut clients[i];
         let request = &case.requests[i];
         let packets = client.exchange(request, case.kind, case.statements);
-        let tally = &mut tallies[i];
         group.bench_function(arm.name(), |b| {
-            b.iter_custom(|rounds| {
-                let proxy = world.proxy_cpu.elapsed();
-                let backend = world.backend_cpu.elapsed();
-                let own = cpu::this_thread();
-                let start = Instant::now();
-                for _ in 0..rounds {
-                    let got = client.exchange(request, case.kind, case.statements);
-                    assert_eq!(got, packets, "the answer changed shape");
-                }
-                let wall = start.elapsed();
-                tally.statements += rounds * case.statements as u64;
-                tally.wall += wall;
-                tally.client_cpu += cpu::this_thread() - own;
-                tally.proxy_cpu += world.proxy_cpu.elapsed() - proxy;
-                tally.backend_cpu += world.backend_cpu.elapsed() - backend;
-                wall
+            ran = true;
+            b.iter(|| {
+                let got = client.exchange(request, case.kind, case.statements);
+                assert_eq!(got, packets, "the answer changed shape");
             })
         });
     }
     group.finish();
-    tallies
+    ran
+}
+
+/// The figures behind the table: both arms in turns of `rounds` until `duration` has
+/// passed (one turn each at least), so that a change in the machine's load, which
+/// criterion's one-arm-after-the-other runs take as a difference between the arms, hits
+/// both alike. The clocks are read once per turn.
+fn alternate(
+    world: &World,
+    clients: &mut [Client; 2],
+    case: &Case,
+    rounds: u64,
+    duration: Duration,
+) -> [Tally; 2] {
+    let mut tallies = [Tally::default(); 2];
+    let end = Instant::now() + duration;
+    loop {
+        for (i, tally) in tallies.iter_mut().enumerate() {
+            let client = &mut clients[i];
+            let request = &case.requests[i];
+            let proxy = world.proxy_cpu.elapsed();
+            let backend = world.backend_cpu.elapsed();
+            let own = cpu::this_thread();
+            let start = Instant::now();
+            for _ in 0..rounds {
+                client.exchange(request, case.kind, case.statements);
+            }
+            tally.wall += start.elapsed();
+            tally.client_cpu += cpu::this_thread() - own;
+            tally.proxy_cpu += world.proxy_cpu.elapsed() - proxy;
+            tally.backend_cpu += world.backend_cpu.elapsed() - backend;
+            tally.statements += rounds * case.statements as u64;
+        }
+        if Instant::now() >= end {
+            return tallies;
+        }
+    }
 }
 
 fn report(results: &[(&str, [Tally; 2])], routed: (u64, u64)) {
     println!();
-    println!("relay overhead per statement (means over all timed batches, warm-up included)");
+    println!(
+        "relay overhead per statement (both arms in alternating turns of {ALTERNATION_ROUNDS} \
+         rounds for {}s per case)",
+        ALTERNATION_TIME.as_secs()
+    );
     println!(
         "{:<27} {:<7} {:>9} {:>10} {:>11} {:>11} {:>11}",
         "case", "arm", "wall µs", "stmt/s", "proxy CPU", "backend CPU", "client CPU"
     );
     for (name, tallies) in results {
-        // A filter on the command line may have left out either arm.
-        for (arm, t) in Arm::BOTH
-            .iter()
-            .zip(tallies)
-            .filter(|(_, t)| t.statements > 0)
-        {
+        for (arm, t) in Arm::BOTH.iter().zip(tallies) {
             let wall = t.per_statement(t.wall);
             println!(
                 "{:<27} {:<7} {:>9.2} {:>10.0} {:>9.2}µs {:>9.2}µs {:>9.2}µs",
@@ -349,9 +373,6 @@ fn report(results: &[(&str, [Tally; 2])], routed: (u64, u64)) {
             );
         }
         let [direct, proxy] = tallies;
-        if direct.statements == 0 || proxy.statements == 0 {
-            continue;
-        }
         let added = proxy.per_statement(proxy.wall) - direct.per_statement(direct.wall);
         println!(
             "{:<27} proxy/direct: time x{:.2} (+{:.2} µs/stmt), proxy CPU {:.2} µs/stmt",
@@ -369,17 +390,21 @@ fn report(results: &[(&str, [Tally; 2])], routed: (u64, u64)) {
 
 fn main() {
     let mut criterion = Criterion::default().configure_from_args();
+    // `cargo test` runs benches without `--bench`: once each, quickly.
+    let (rounds, duration) = if std::env::args().any(|a| a == "--bench") {
+        (ALTERNATION_ROUNDS, ALTERNATION_TIME)
+    } else {
+        (1, Duration::ZERO)
+    };
     let world = World::start();
     let (mut clients, cases) = prepare_cases(&world);
-    let results: Vec<_> = cases
-        .iter()
-        .map(|case| {
-            (
-                case.name,
-                bench_case(&mut criterion, &world, &mut clients, case),
-            )
-        })
-        .collect();
+    let mut results = Vec::new();
+    for case in &cases {
+        if bench_case(&mut criterion, &mut clients, case) {
+            let tallies = alternate(&world, &mut clients, case, rounds, duration);
+            results.push((case.name, tallies));
+        }
+    }
     report(&results, world.routed());
     for client in clients {
         client.quit();
