@@ -389,3 +389,66 @@ async fn sighup_reloads_thresholds_and_users_and_rejects_a_broken_file() {
     writer.await.unwrap();
     cluster.set_replication_delay(1, 0).unwrap();
 }
+
+/// Started as the shipped configuration runs it: no server named, the pods from the
+/// headless Service's DNS records, served by a nameserver the machine's own resolver does
+/// not ask, and slow to answer. Every server is checked at the address discovery found, not
+/// at its name before that, so the start leaves no failed check behind: no warning in the
+/// log, none in `/status`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_discovers_its_servers_starts_without_a_failed_check() {
+    use support::cluster::{CLUSTER_DOMAIN, NAMESPACE, SERVICE};
+    let _serial = SERIAL.lock().await;
+    let cluster = shared_cluster(NET);
+    let text = format!(
+        "[discovery]\nheadless_service = '{SERVICE}'\nnamespace = '{NAMESPACE}'\n\
+         cluster_domain = '{CLUSTER_DOMAIN}'\ndns_server = '{}'\nkubernetes = 'off'\n\
+         [health]\nmonitor_user = '{MONITOR_USER}'\nmonitor_password_env = 'MONITOR_PASSWORD'\n\
+         check_interval = '200ms'\nrise = 1\n\
+         [[users]]\nname = '{APP_USER}'\npassword_env = 'APP_PASSWORD'\n",
+        cluster.dns_address()
+    );
+    cluster.dns().set_delay(Duration::from_millis(300));
+    let proxy = Running::start(&config_file("discovered", &text));
+    proxy
+        .wait_until(
+            "the primary checked and both replicas taking reads",
+            Duration::from_secs(10),
+            |s| s["eligible_replicas"] == 2 && s["primary"]["last_check_seconds_ago"].is_number(),
+        )
+        .await;
+    cluster.dns().set_delay(Duration::ZERO);
+    let status = proxy.status().await;
+    let primary = &status["primary"];
+    assert_eq!(primary["state"], "up", "{primary}");
+    assert!(primary["check_error"].is_null(), "{primary}");
+    assert_eq!(
+        primary["name"],
+        format!("mysql-0.{SERVICE}.{NAMESPACE}.svc.{CLUSTER_DOMAIN}")
+    );
+
+    let mut conn = mysql_async::Conn::new(app_opts(proxy.addr(), Some("app")))
+        .await
+        .unwrap();
+    let reader: u32 = query_one(&mut conn, "SELECT @@server_id").await;
+    assert_ne!(reader, 1, "a read goes to a replica");
+    conn.query_drop("BEGIN").await.unwrap();
+    let writer: u32 = query_one(&mut conn, "SELECT @@server_id").await;
+    assert_eq!(writer, 1, "a transaction runs on the primary");
+    conn.query_drop("COMMIT").await.unwrap();
+    conn.disconnect().await.unwrap();
+
+    let complaints: Vec<String> = proxy
+        .process
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|line| {
+            let event: serde_json::Value = serde_json::from_str(line).unwrap();
+            matches!(event["level"].as_str(), Some("WARN" | "ERROR"))
+        })
+        .cloned()
+        .collect();
+    assert!(complaints.is_empty(), "{complaints:#?}");
+}

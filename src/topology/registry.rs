@@ -139,8 +139,11 @@ pub fn start(config: &Config, backends: Arc<Backends>, metrics: Arc<Metrics>) ->
         ready: ready_tx,
     };
     drop(topology);
-    registry.start_monitor_all();
+    // The configured names are resolved by discovery, through the resolver it is told to
+    // use; checked before that, they would go to the system's resolver, which may not know
+    // them (a cluster's DNS seen from outside) and fail the first check of every server.
     if registry.awaiting.is_empty() {
+        registry.start_missing_monitors();
         registry.ready.send_replace(true);
     }
     tokio::spawn(registry.run(inbox));
@@ -323,6 +326,9 @@ impl Registry {
         if let Some(at) = self.awaiting.iter().position(|s| *s == source) {
             self.awaiting.swap_remove(at);
             if self.awaiting.is_empty() {
+                // Servers discovery did not replace (a name it could not resolve) are
+                // checked at the address they have.
+                self.start_missing_monitors();
                 self.ready.send_replace(true);
             }
         }
@@ -447,9 +453,17 @@ impl Registry {
         ))
     }
 
-    fn start_monitor_all(&mut self) {
-        self.start_primary_monitor();
-        let names: Vec<String> = self.replicas.keys().cloned().collect();
+    /// Starts the checks of every server that has none running.
+    fn start_missing_monitors(&mut self) {
+        if self.primary.monitor.is_none() {
+            self.start_primary_monitor();
+        }
+        let names: Vec<String> = self
+            .replicas
+            .iter()
+            .filter(|(_, tracked)| tracked.monitor.is_none())
+            .map(|(name, _)| name.clone())
+            .collect();
         for name in names {
             self.start_monitor_for(&name);
         }
@@ -485,7 +499,9 @@ impl Registry {
         if restart {
             info!("health check settings changed; checks restart");
             self.stop_monitors();
-            self.start_monitor_all();
+            if self.awaiting.is_empty() {
+                self.start_missing_monitors();
+            }
         }
     }
 

@@ -35,6 +35,8 @@ struct Zone {
     failing: bool,
     /// Whether SRV answers carry the targets' addresses.
     additionals: bool,
+    /// How long every answer waits before it is sent.
+    delay: Duration,
 }
 
 pub struct DnsServer {
@@ -60,6 +62,7 @@ impl DnsServer {
             ttl: 5,
             failing: false,
             additionals: true,
+            delay: Duration::ZERO,
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let (z, s) = (zone.clone(), stop.clone());
@@ -104,6 +107,12 @@ impl DnsServer {
     pub fn set_failing(&self, failing: bool) {
         self.zone.lock().unwrap().failing = failing;
     }
+
+    /// Every answer from now on is sent `delay` after its query arrived, as by a busy
+    /// cluster DNS (one at a time: the server answers in turn).
+    pub fn set_delay(&self, delay: Duration) {
+        self.zone.lock().unwrap().delay = delay;
+    }
 }
 
 impl Drop for DnsServer {
@@ -127,6 +136,15 @@ fn key(name: &str) -> String {
     format!("{}.", name.trim_end_matches('.').to_ascii_lowercase())
 }
 
+fn answer_after_delay(zone: &Mutex<Zone>, request: &Message) -> Message {
+    let (response, delay) = {
+        let zone = zone.lock().unwrap();
+        (answer(&zone, request), zone.delay)
+    };
+    std::thread::sleep(delay);
+    response
+}
+
 fn serve_udp(socket: UdpSocket, zone: &Mutex<Zone>, stop: &AtomicBool) {
     let mut buffer = [0u8; 4096];
     while !stop.load(Ordering::Relaxed) {
@@ -136,7 +154,7 @@ fn serve_udp(socket: UdpSocket, zone: &Mutex<Zone>, stop: &AtomicBool) {
         let Ok(request) = Message::from_vec(&buffer[..len]) else {
             continue;
         };
-        let response = answer(&zone.lock().unwrap(), &request);
+        let response = answer_after_delay(zone, &request);
         let Ok(mut bytes) = response.to_vec() else {
             continue;
         };
@@ -192,7 +210,7 @@ fn serve_connection(mut stream: TcpStream, zone: &Mutex<Zone>, stop: &AtomicBool
             let Ok(request) = Message::from_vec(&frame) else {
                 return;
             };
-            let Ok(bytes) = answer(&zone.lock().unwrap(), &request).to_vec() else {
+            let Ok(bytes) = answer_after_delay(zone, &request).to_vec() else {
                 return;
             };
             let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
