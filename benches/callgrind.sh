@@ -42,7 +42,7 @@ target/debug/examples/local_cluster --net "$net" >"$cluster_log" 2>&1 &
 cluster_pid=$!
 proxy_pid=
 cleanup() {
-  [ -n "$proxy_pid" ] && kill -INT "$proxy_pid" 2>/dev/null && wait "$proxy_pid" 2>/dev/null
+  [ -n "$proxy_pid" ] && kill -TERM "$proxy_pid" 2>/dev/null && wait "$proxy_pid" 2>/dev/null
   kill -INT "$cluster_pid" 2>/dev/null && wait "$cluster_pid" 2>/dev/null
   true
 }
